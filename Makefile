@@ -1,0 +1,26 @@
+GO ?= go
+BIN := bin/appliveryfs
+
+.PHONY: build test vet demo bench clean
+
+build:
+	$(GO) build -o $(BIN) .
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+# All tests: unit tests and real-mount integration tests (needs root and /dev/fuse).
+test: vet
+	$(GO) test -race -timeout 12m ./...
+
+# Mount the built-in emulator's sample data; Ctrl-C unmounts.
+demo: build
+	./$(BIN) demo $(MOUNTPOINT)
+
+# Throughput, latency and memory against baselines measured in the same run.
+bench: build
+	$(GO) run ./integration/bench $(BENCH_ARGS)
+
+clean:
+	rm -rf bin

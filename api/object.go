@@ -1,0 +1,440 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// defaultDeadline bounds a read whose context has none: a read always ends,
+// in data or in an error, never in a hang.
+const defaultDeadline = 60 * time.Second
+
+// maxRemints bounds how often one read may mint a fresh URL because storage
+// called the previous one expired; more means something else is wrong.
+const maxRemints = 8
+
+// Object is one downloadable file of a build, read by byte ranges from
+// storage. It mints a download token and resolves it on first use, shares
+// the storage URL among all readers until storage says it expired, then
+// mints again, transparently. Safe for concurrent use.
+type Object struct {
+	c     *Client
+	org   string
+	app   string
+	build string
+	typ   DownloadType
+
+	size atomic.Int64 // exact size, -1 until known
+
+	mu   sync.Mutex
+	loc  *url.URL  // current storage URL; nil until minted or after expiry
+	gen  uint64    // bumped with every new URL, so stale failures don't drop a fresh one
+	etag string    // first ETag storage gave, to notice changed bytes
+	mint *mintCall // mint in flight, shared by all readers waiting for a URL
+
+	minted atomic.Int64
+}
+
+type mintCall struct {
+	done chan struct{}
+	loc  *url.URL
+	gen  uint64
+	err  error
+}
+
+// Object returns a handle on one build file. size is what the API reported,
+// or -1 when it does not say; it is learnt from storage then (see Stat).
+func (c *Client) Object(org, app, build string, typ DownloadType, size int64) *Object {
+	o := &Object{c: c, org: org, app: app, build: build, typ: typ}
+	if size < 0 {
+		size = -1
+	}
+	o.size.Store(size)
+	return o
+}
+
+func (o *Object) String() string { return fmt.Sprintf("%s/%s/%s (%s)", o.org, o.app, o.build, o.typ) }
+
+// TokensMinted counts the download tokens this object has spent.
+func (o *Object) TokensMinted() int64 { return o.minted.Load() }
+
+// Size returns the exact size, or -1 when not known yet.
+func (o *Object) Size() int64 { return o.size.Load() }
+
+// Stat returns the object's size, asking storage when the API did not say.
+// Asking costs a token, which is then kept for the reads that follow.
+func (o *Object) Stat(ctx context.Context) (int64, error) {
+	if s := o.size.Load(); s >= 0 {
+		return s, nil
+	}
+	err := o.withURL(ctx, "learn size", func(ctx context.Context, loc *url.URL) error {
+		_, err := o.fetch(ctx, loc, make([]byte, 1), 0, nil)
+		if err == io.EOF {
+			return nil // an empty object: fetch recorded size 0
+		}
+		return err
+	})
+	if err != nil {
+		return -1, err
+	}
+	return o.size.Load(), nil
+}
+
+// ReadAt fills p from offset off. It returns fewer bytes only at the end
+// of the object (with io.EOF). Expired tokens and URLs are replaced, and
+// transient failures retried with backoff, until ctx's deadline.
+func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return o.ReadAtProgress(ctx, p, off, nil)
+}
+
+// ReadAtProgress is ReadAt that reports, as bytes arrive, how many leading
+// bytes of p are final, so a reader waiting for the start of a large range
+// need not wait for all of it.
+func (o *Object) ReadAtProgress(ctx context.Context, p []byte, off int64, progress func(done int)) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %s: negative offset", o)
+	}
+	if size := o.size.Load(); size >= 0 {
+		if off >= size {
+			return 0, io.EOF
+		}
+		if rest := size - off; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	done := 0
+	err := o.withURL(ctx, fmt.Sprintf("read bytes %d-%d", off, off+int64(len(p))-1), func(ctx context.Context, loc *url.URL) error {
+		n, err := o.fetch(ctx, loc, p[done:], off+int64(done), func(n int) {
+			if progress != nil {
+				progress(done + n)
+			}
+		})
+		done += n // keep what arrived before a cut connection
+		return err // io.EOF itself, never wrapped: "end of object" is not a failure
+	})
+	if err == nil && done < len(p) {
+		err = io.EOF
+	}
+	return done, err
+}
+
+// withURL runs attempt against the current storage URL until it succeeds,
+// fails for good, or the deadline passes.
+func (o *Object) withURL(ctx context.Context, what string, attempt func(context.Context, *url.URL) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultDeadline)
+		defer cancel()
+	}
+	start := time.Now()
+	var b backoff
+	remints := 0
+	for {
+		loc, gen, err := o.location(ctx)
+		if err == nil {
+			err = attempt(ctx, loc)
+			if err == nil || err == io.EOF {
+				return err
+			}
+			if urlExpired(err) {
+				o.invalidate(gen)
+				remints++
+				if remints <= maxRemints {
+					if remints > 2 { // expired again at once: don't hammer the API
+						if werr := b.wait(ctx, err); werr != nil {
+							return o.giveUp(ctx, what, start, werr)
+						}
+					}
+					continue
+				}
+				return fmt.Errorf("%s of %s: storage rejected %d fresh URLs: %w", what, o, remints, err)
+			}
+		}
+		if ctx.Err() != nil {
+			return o.giveUp(ctx, what, start, err)
+		}
+		if !Temporary(err) {
+			return fmt.Errorf("%s of %s: %w", what, o, err)
+		}
+		if werr := b.wait(ctx, err); werr != nil {
+			return o.giveUp(ctx, what, start, werr)
+		}
+	}
+}
+
+func (o *Object) giveUp(ctx context.Context, what string, start time.Time, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("%s of %s: %w", what, o, context.Canceled)
+	}
+	return fmt.Errorf("%s of %s: gave up after %s: %w", what, o, time.Since(start).Round(time.Millisecond), err)
+}
+
+// location returns the current storage URL, minting one if there is none.
+// Concurrent callers share one mint.
+func (o *Object) location(ctx context.Context) (*url.URL, uint64, error) {
+	o.mu.Lock()
+	if o.loc != nil {
+		loc, gen := o.loc, o.gen
+		o.mu.Unlock()
+		return loc, gen, nil
+	}
+	call := o.mint
+	if call == nil {
+		call = &mintCall{done: make(chan struct{})}
+		o.mint = call
+		go o.runMint(call)
+	}
+	o.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.loc, call.gen, call.err
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+}
+
+// runMint mints and resolves on a context of its own: one reader giving up
+// (Ctrl-C) must not fail the mint the others wait for.
+func (o *Object) runMint(call *mintCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	loc, err := o.mintURL(ctx)
+	o.mu.Lock()
+	if err == nil {
+		o.gen++
+		o.loc = loc
+		call.loc, call.gen = loc, o.gen
+	}
+	call.err = err
+	o.mint = nil
+	o.mu.Unlock()
+	close(call.done)
+}
+
+func (o *Object) mintURL(ctx context.Context) (*url.URL, error) {
+	for try := 1; ; try++ {
+		tok, err := o.c.MintToken(ctx, o.org, o.app, o.build, o.typ)
+		if err != nil {
+			return nil, err
+		}
+		o.minted.Add(1)
+		loc, err := o.c.ResolveToken(ctx, tok)
+		// A token that expired (or was spent) before we used it is not the
+		// reader's problem: a fresh one is.
+		if err != nil && (IsTokenExpired(err) || IsNotFound(err)) && try < 3 {
+			continue
+		}
+		return loc, err
+	}
+}
+
+func (o *Object) invalidate(gen uint64) {
+	o.mu.Lock()
+	if o.gen == gen {
+		o.loc = nil
+	}
+	o.mu.Unlock()
+}
+
+// fetch reads len(p) bytes at off with one Range request. It returns how
+// many bytes arrived, so a cut connection resumes where it stopped.
+func (o *Object) fetch(ctx context.Context, loc *url.URL, p []byte, off int64, progress func(int)) (int, error) {
+	end := off + int64(len(p)) - 1
+	op := fmt.Sprintf("storage read of %s", o)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, scrubURLError(err))
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end))
+	req.Header.Set("User-Agent", o.c.userAgent)
+	resp, err := o.c.storageHTTP.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, scrubURLError(err))
+	}
+	defer resp.Body.Close()
+
+	var total int64 = -1
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		start, t, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != off {
+			return 0, fmt.Errorf("%s: bad Content-Range %q for bytes=%d-%d", op, resp.Header.Get("Content-Range"), off, end)
+		}
+		total = t
+	case http.StatusOK:
+		// Storage ignored Range: the body is the whole object. Skip to off.
+		total = resp.ContentLength
+		if off > 0 {
+			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+				return 0, fmt.Errorf("%s: skip to %d of a full-body answer: %w", op, off, err)
+			}
+		}
+	case http.StatusRequestedRangeNotSatisfiable:
+		if _, t, ok := parseContentRange(resp.Header.Get("Content-Range")); ok {
+			if err := o.checkSize(t); err != nil {
+				return 0, fmt.Errorf("%s: %w", op, err)
+			}
+			if off >= t {
+				return 0, io.EOF
+			}
+		}
+		return 0, fmt.Errorf("%s: HTTP 416 for bytes=%d-%d: %w", op, off, end, errPermanent)
+	default:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return 0, &Error{Op: op, StatusCode: resp.StatusCode, Message: snippet(body),
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
+	}
+	if total >= 0 {
+		if err := o.checkSize(total); err != nil {
+			return 0, fmt.Errorf("%s: %w", op, err)
+		}
+		if off >= total {
+			return 0, io.EOF
+		}
+		if rest := total - off; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+	}
+	if err := o.checkETag(resp.Header.Get("ETag")); err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	n := 0
+	for n < len(p) {
+		m, err := io.ReadFull(resp.Body, p[n:min(n+progressStep, len(p))])
+		n += m
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, fmt.Errorf("%s: body cut after %d of %d bytes: %w", op, n, len(p), err)
+		}
+		if progress != nil {
+			progress(n)
+		}
+	}
+	return n, nil
+}
+
+// progressStep is how often a body read reports progress: small enough that
+// a reader waiting for its first 4 KiB does not wait for a whole block.
+const progressStep = 64 << 10
+
+// checkSize compares storage's total size with what the API said, or
+// learns it when the API said nothing.
+func (o *Object) checkSize(total int64) error {
+	if total < 0 {
+		return nil
+	}
+	if o.size.CompareAndSwap(-1, total) {
+		return nil
+	}
+	if want := o.size.Load(); want != total {
+		return fmt.Errorf("storage has %d bytes, the API says %d: %w", total, want, ErrSizeMismatch)
+	}
+	return nil
+}
+
+func (o *Object) checkETag(etag string) error {
+	etag = strings.TrimPrefix(strings.TrimSpace(etag), "W/")
+	if etag == "" {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.etag == "" {
+		o.etag = etag
+		return nil
+	}
+	if o.etag != etag {
+		return ErrObjectChanged
+	}
+	return nil
+}
+
+// parseContentRange parses "bytes a-b/total" (total may be "*": -1).
+func parseContentRange(h string) (start, total int64, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimSpace(h), "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		t, err := strconv.ParseInt(tot, 10, 64)
+		if err != nil || t < 0 {
+			return 0, 0, false
+		}
+		total = t
+	}
+	if rng == "*" { // 416 form
+		return 0, total, true
+	}
+	a, _, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, false
+	}
+	s, err := strconv.ParseInt(a, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	return s, total, true
+}
+
+// urlExpired reports whether storage refused the URL as expired or no
+// longer valid (S3 and GCS say 403, others 401 or 410, some 400 "expired").
+func urlExpired(err error) bool {
+	e, ok := asError(err)
+	if !ok {
+		return false
+	}
+	switch e.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusGone:
+		return true
+	case http.StatusBadRequest:
+		return strings.Contains(strings.ToLower(e.Message), "expired")
+	}
+	return false
+}
+
+// backoff is exponential with full jitter, and honours Retry-After.
+type backoff struct{ next time.Duration }
+
+func (b *backoff) wait(ctx context.Context, cause error) error {
+	if b.next == 0 {
+		b.next = 100 * time.Millisecond
+	}
+	d := time.Duration(rand.Int64N(int64(b.next))) + b.next/4
+	if b.next < 5*time.Second {
+		b.next *= 2
+	}
+	if ra, ok := RetryAfter(cause); ok && ra > d {
+		d = ra
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return cause // waiting would pass the deadline: fail now, not later
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return cause
+	}
+}

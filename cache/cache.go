@@ -1,0 +1,338 @@
+// Package cache keeps the bytes of immutable build files: an in-memory LRU
+// of fixed-size blocks under one byte budget, shared by every open file,
+// in front of an optional persistent disk cache, with a sequential
+// prefetcher per reader.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Source is where a file's bytes come from when no cache has them.
+// ReadAtProgress fills p from off, calling progress with the count of
+// leading bytes of p that are final as they arrive.
+type Source interface {
+	ReadAtProgress(ctx context.Context, p []byte, off int64, progress func(done int)) (int, error)
+}
+
+// Config sizes a Cache.
+type Config struct {
+	BlockSize   int64         // bytes per block; default 4 MiB
+	MemoryBytes int64         // budget for cached plus in-flight blocks; default 256 MiB
+	Disk        *Disk         // persistent cache; nil for none
+	IOTimeout   time.Duration // bound on fetching one block; default 60 s
+	MaxAhead    int           // prefetch window cap, in blocks; default 16
+	MaxFetches  int           // storage requests in flight for prefetch, all files; default 32
+}
+
+// Stats counts what the cache did; for logs, tests and the benchmark.
+type Stats struct {
+	MemHits      int64 // block reads served from memory
+	DiskHits     int64 // blocks loaded from the disk cache
+	Fetches      int64 // blocks fetched from the source
+	FetchedBytes int64
+	Prefetches   int64 // fetches started ahead of the reader
+	Verified     int64 // whole files checked against their checksum
+	Mismatches   int64 // ... and found wrong
+}
+
+// Cache is safe for concurrent use.
+type Cache struct {
+	cfg   Config
+	slots int // blocks the memory budget holds
+	lru   *lru.Cache[blockKey, *block]
+
+	mu       sync.Mutex
+	inflight map[blockKey]*block
+	fetching int           // prefetches in flight
+	freed    chan struct{} // closed (and replaced) when a memory slot frees up
+
+	stats struct {
+		memHits, diskHits, fetches, fetchedBytes, prefetches, verified, mismatches atomic.Int64
+	}
+
+	diskWrites chan diskWrite
+	closeOnce  sync.Once
+	wg         sync.WaitGroup
+}
+
+type blockKey struct {
+	file FileKey
+	idx  int64
+}
+
+type diskWrite struct {
+	key  blockKey
+	data []byte
+}
+
+// New returns a cache. Close it to flush pending disk writes.
+func New(cfg Config) (*Cache, error) {
+	if cfg.BlockSize <= 0 {
+		cfg.BlockSize = 4 << 20
+	}
+	if cfg.BlockSize < 64<<10 || cfg.BlockSize > 64<<20 {
+		return nil, fmt.Errorf("block size %d out of range (64 KiB to 64 MiB)", cfg.BlockSize)
+	}
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = 256 << 20
+	}
+	if cfg.IOTimeout <= 0 {
+		cfg.IOTimeout = 60 * time.Second
+	}
+	if cfg.MaxAhead <= 0 {
+		cfg.MaxAhead = 16
+	}
+	if cfg.MaxFetches <= 0 {
+		cfg.MaxFetches = 32
+	}
+	slots := int(cfg.MemoryBytes / cfg.BlockSize)
+	if slots < 4 {
+		return nil, fmt.Errorf("memory budget %d holds fewer than 4 blocks of %d bytes", cfg.MemoryBytes, cfg.BlockSize)
+	}
+	// Prefetch may use at most half the budget, so demand reads and cached
+	// data of other files always have room.
+	if m := slots / 2; cfg.MaxAhead > m {
+		cfg.MaxAhead = m
+	}
+	c := &Cache{
+		cfg:      cfg,
+		slots:    slots,
+		inflight: make(map[blockKey]*block),
+		freed:    make(chan struct{}),
+	}
+	l, err := lru.NewWithEvict[blockKey, *block](slots, func(blockKey, *block) { c.signalFreed() })
+	if err != nil {
+		return nil, err
+	}
+	c.lru = l
+	if cfg.Disk != nil {
+		c.diskWrites = make(chan diskWrite, 8) // small: queued blocks hold memory outside the budget
+		for range 2 {
+			c.wg.Add(1)
+			go c.diskWriter()
+		}
+	}
+	return c, nil
+}
+
+// Close waits for queued disk writes. The cache must not be used after.
+func (c *Cache) Close() {
+	c.closeOnce.Do(func() {
+		if c.diskWrites != nil {
+			close(c.diskWrites)
+		}
+		c.wg.Wait()
+	})
+}
+
+// BlockSize is the size of a cache block.
+func (c *Cache) BlockSize() int64 { return c.cfg.BlockSize }
+
+// Stats returns counters since New.
+func (c *Cache) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		MemHits: s.memHits.Load(), DiskHits: s.diskHits.Load(), Fetches: s.fetches.Load(),
+		FetchedBytes: s.fetchedBytes.Load(), Prefetches: s.prefetches.Load(),
+		Verified: s.verified.Load(), Mismatches: s.mismatches.Load(),
+	}
+}
+
+func (c *Cache) diskWriter() {
+	defer c.wg.Done()
+	for w := range c.diskWrites {
+		// A failed write (disk full) only costs a refetch later.
+		_ = c.cfg.Disk.WriteBlock(w.key.file, c.cfg.BlockSize, w.key.idx, w.data)
+	}
+}
+
+func (c *Cache) signalFreed() {
+	c.mu.Lock()
+	close(c.freed)
+	c.freed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// block is one block of a file, complete or being filled.
+type block struct {
+	data []byte // final length; immutable once filled
+
+	mu     sync.Mutex
+	filled int           // leading bytes of data that are final
+	err    error         // set when the fill failed
+	done   bool          // fill finished, with or without err
+	wake   chan struct{} // closed and replaced whenever filled, err or done change
+	cancel context.CancelFunc
+	wanted bool // a demand reader waits on it: a closing prefetcher must not cancel it
+}
+
+func (b *block) progress(n int) {
+	b.mu.Lock()
+	if n > b.filled {
+		b.filled = n
+		close(b.wake)
+		b.wake = make(chan struct{})
+	}
+	b.mu.Unlock()
+}
+
+func (b *block) finish(err error) {
+	b.mu.Lock()
+	b.err, b.done = err, true
+	if err == nil {
+		b.filled = len(b.data)
+	}
+	close(b.wake)
+	b.wake = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// waitFor blocks until the first n bytes are final, the fill fails, or ctx ends.
+func (b *block) waitFor(ctx context.Context, n int) error {
+	for {
+		b.mu.Lock()
+		filled, err, done, wake := b.filled, b.err, b.done, b.wake
+		b.mu.Unlock()
+		switch {
+		case filled >= n:
+			return nil
+		case err != nil:
+			return err
+		case done:
+			return fmt.Errorf("block ended after %d of %d bytes", filled, n)
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// ErrNoRoom means a prefetch found the memory budget taken; it is not an error for readers.
+var errNoRoom = errors.New("memory budget full")
+
+// acquire returns the block for key, cached or in flight, or starts
+// filling it. A demand read may wait for memory; a prefetch never does.
+func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*block, error) {
+	key := blockKey{f.key, idx}
+	for {
+		if b, ok := c.lru.Get(key); ok {
+			c.stats.memHits.Add(1)
+			return b, nil
+		}
+		c.mu.Lock()
+		if b, ok := c.inflight[key]; ok {
+			if demand {
+				b.mu.Lock()
+				b.wanted = true
+				b.mu.Unlock()
+			}
+			c.mu.Unlock()
+			return b, nil
+		}
+		if !demand && c.fetching >= c.cfg.MaxFetches {
+			c.mu.Unlock()
+			return nil, errNoRoom
+		}
+		// Make room: in-flight blocks count against the budget like cached ones.
+		limit := c.slots
+		if !demand {
+			limit = c.slots - c.slots/4 // keep a quarter for demand reads
+		}
+		for c.lru.Len()+len(c.inflight) >= limit && c.lru.Len() > 0 {
+			c.mu.Unlock()
+			c.lru.RemoveOldest()
+			c.mu.Lock()
+		}
+		if c.lru.Len()+len(c.inflight) >= limit {
+			wait := c.freed
+			c.mu.Unlock()
+			if !demand {
+				return nil, errNoRoom
+			}
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if _, ok := c.lru.Peek(key); ok { // filled while we made room
+			c.mu.Unlock()
+			continue
+		}
+		b := &block{data: make([]byte, f.blockLen(idx)), wake: make(chan struct{}), wanted: demand}
+		var fctx context.Context
+		fctx, b.cancel = context.WithTimeout(context.Background(), c.cfg.IOTimeout)
+		c.inflight[key] = b
+		if !demand {
+			c.fetching++
+			c.stats.prefetches.Add(1)
+		}
+		c.mu.Unlock()
+		go c.fill(fctx, f, key, b, !demand)
+		return b, nil
+	}
+}
+
+// fill loads a block from disk or the source. It runs detached from any
+// reader: a reader that gives up must not fail the others waiting.
+func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefetch bool) {
+	defer b.cancel()
+	var err error
+	fromDisk := false
+	if d := c.cfg.Disk; d != nil {
+		if data, ok := d.ReadBlock(key.file, c.cfg.BlockSize, key.idx, len(b.data)); ok {
+			copy(b.data, data)
+			fromDisk = true
+			c.stats.diskHits.Add(1)
+		}
+	}
+	if !fromDisk {
+		var n int
+		n, err = f.src.ReadAtProgress(ctx, b.data, key.idx*c.cfg.BlockSize, b.progress)
+		if err == nil && n < len(b.data) {
+			err = fmt.Errorf("source ended at %d of %d bytes", n, len(b.data))
+		}
+		if err != nil {
+			err = fmt.Errorf("fetch block %d of %s: %w", key.idx, key.file, err)
+		} else {
+			c.stats.fetches.Add(1)
+			c.stats.fetchedBytes.Add(int64(n))
+		}
+	}
+	c.mu.Lock()
+	delete(c.inflight, key)
+	if prefetch {
+		c.fetching--
+	}
+	c.mu.Unlock()
+	if err == nil {
+		c.lru.Add(key, b)
+	} else {
+		c.signalFreed()
+	}
+	b.finish(err)
+	if err == nil && !fromDisk && c.diskWrites != nil {
+		c.diskWrites <- diskWrite{key, b.data}
+	}
+}
+
+// dropFile removes every block of a file from memory and disk.
+func (c *Cache) dropFile(f *File) {
+	for idx := int64(0); idx < f.nblocks; idx++ {
+		c.lru.Remove(blockKey{f.key, idx})
+	}
+	if c.cfg.Disk != nil {
+		_ = c.cfg.Disk.DropFile(f.key)
+	}
+}

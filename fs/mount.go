@@ -1,0 +1,118 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions tunes the kernel side of a mount.
+type MountOptions struct {
+	AllowOther  bool // let users other than the mounting one read
+	ReadAheadKB int  // kernel readahead for the mount; 0 means 4096
+	Debug       bool // log every FUSE request
+}
+
+// Mount mounts fsys on dir and returns once the mount serves requests.
+// It never falls back to fusermount: root mounts directly, or fails.
+func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
+	if err := checkMountpoint(dir); err != nil {
+		return nil, err
+	}
+	neg := fsys.cfg.DirTTL
+	dirTTL := fsys.cfg.DirTTL
+	opts := &gofs.Options{
+		// Explicit timeouts: a non-nil Options with nil pointers means 0 s,
+		// which turns every path walk into LOOKUPs.
+		EntryTimeout:    &dirTTL,
+		AttrTimeout:     &dirTTL,
+		NegativeTimeout: &neg,
+		UID:             fsys.cfg.UID,
+		GID:             fsys.cfg.GID,
+		MountOptions: fuse.MountOptions{
+			FsName:            "appliveryfs",
+			Name:              "appliveryfs",
+			DirectMount:       true,
+			DirectMountStrict: true,
+			DirectMountFlags:  syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
+			Options:           []string{"ro"},
+			AllowOther:        mo.AllowOther,
+			MaxWrite:          1 << 20, // also max_read and max_pages: 1 MiB READs
+			MaxBackground:     64,      // readahead READs in flight; the kernel's 12 starves prefetch
+			DisableSplice:     true,    // data comes from memory; splice only adds a failing attempt per READ
+			DisableXAttrs:     true,
+			// IgnoreSecurityLabels spares a GETXATTR per file for security.* labels.
+			IgnoreSecurityLabels: true,
+			Debug:                mo.Debug,
+		},
+	}
+	srv, err := gofs.Mount(dir, fsys.Root(), opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount on %s: %w", dir, err)
+	}
+	ra := mo.ReadAheadKB
+	if ra <= 0 {
+		ra = 4096
+	}
+	if err := setReadAhead(dir, ra); err != nil {
+		fsys.cfg.Log.Printf("appliveryfs: could not raise readahead (reads stay at 128 KiB): %v", err)
+	}
+	return srv, nil
+}
+
+// checkMountpoint fails early with a clear message, and detaches a mount
+// left dead by a crashed daemon so this one can take its place.
+func checkMountpoint(dir string) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, syscall.ENOTCONN) {
+		if uerr := syscall.Unmount(dir, syscall.MNT_DETACH); uerr != nil {
+			return fmt.Errorf("mountpoint %s holds a dead mount and detaching it failed: %w", dir, uerr)
+		}
+		st, err = os.Stat(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", dir)
+	}
+	return nil
+}
+
+// setReadAhead raises the kernel readahead of the mount's backing device:
+// MaxReadAhead can only lower the kernel's 128 KiB, and READs are never
+// larger than the readahead window.
+func setReadAhead(dir string, kb int) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return err
+	}
+	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	return os.WriteFile(p, []byte(strconv.Itoa(kb)), 0)
+}
+
+// Unmount unmounts srv, lazily if something still holds the mount busy
+// after a few seconds, so that no stale mount outlives the process.
+func Unmount(srv *fuse.Server, dir string) error {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		err := srv.Unmount()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if derr := syscall.Unmount(dir, syscall.MNT_DETACH); derr != nil {
+				return fmt.Errorf("unmount %s: %v; lazy unmount: %w", dir, err, derr)
+			}
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
