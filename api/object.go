@@ -122,7 +122,7 @@ func (o *Object) ReadAtProgress(ctx context.Context, p []byte, off int64, progre
 				progress(done + n)
 			}
 		})
-		done += n // keep what arrived before a cut connection
+		done += n  // keep what arrived before a cut connection
 		return err // io.EOF itself, never wrapped: "end of object" is not a failure
 	})
 	if err == nil && done < len(p) {

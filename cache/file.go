@@ -27,9 +27,9 @@ type File struct {
 	nblocks  int64
 	checksum string // lower-case hex digest from the API, "" for none
 
-	vmu     sync.Mutex
-	vnext   int64     // next block to feed the digest, in order
-	vhash   hash.Hash // nil: nothing to verify, or already verified
+	vmu   sync.Mutex
+	vnext int64     // next block to feed the digest, in order
+	vhash hash.Hash // nil: nothing to verify, or already verified
 	// vfailed fails every read until the file is opened again: the kernel
 	// retries a failed page, and must not get the bad bytes the second time.
 	vfailed bool
