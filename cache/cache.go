@@ -59,8 +59,11 @@ type Cache struct {
 	}
 
 	diskWrites chan diskWrite
+	base       context.Context // parent of every fill; Close cancels it
+	stop       context.CancelFunc
+	fills      sync.WaitGroup
 	closeOnce  sync.Once
-	wg         sync.WaitGroup
+	writers    sync.WaitGroup
 }
 
 type blockKey struct {
@@ -102,7 +105,10 @@ func New(cfg Config) (*Cache, error) {
 	if m := slots / 2; cfg.MaxAhead > m {
 		cfg.MaxAhead = m
 	}
+	base, stop := context.WithCancel(context.Background())
 	c := &Cache{
+		base:     base,
+		stop:     stop,
 		cfg:      cfg,
 		slots:    slots,
 		inflight: make(map[blockKey]*block),
@@ -116,20 +122,25 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Disk != nil {
 		c.diskWrites = make(chan diskWrite, 8) // small: queued blocks hold memory outside the budget
 		for range 2 {
-			c.wg.Add(1)
+			c.writers.Add(1)
 			go c.diskWriter()
 		}
 	}
 	return c, nil
 }
 
-// Close waits for queued disk writes. The cache must not be used after.
+// Close cancels fetches still running and waits for queued disk writes.
+// The cache must not be used after.
 func (c *Cache) Close() {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.stop() // under mu: acquire checks base before adding a fill
+		c.mu.Unlock()
+		c.fills.Wait()
 		if c.diskWrites != nil {
 			close(c.diskWrites)
 		}
-		c.wg.Wait()
+		c.writers.Wait()
 	})
 }
 
@@ -147,7 +158,7 @@ func (c *Cache) Stats() Stats {
 }
 
 func (c *Cache) diskWriter() {
-	defer c.wg.Done()
+	defer c.writers.Done()
 	for w := range c.diskWrites {
 		// A failed write (disk full) only costs a refetch later.
 		_ = c.cfg.Disk.WriteBlock(w.key.file, c.cfg.BlockSize, w.key.idx, w.data)
@@ -171,7 +182,28 @@ type block struct {
 	done   bool          // fill finished, with or without err
 	wake   chan struct{} // closed and replaced whenever filled, err or done change
 	cancel context.CancelFunc
-	wanted bool // a demand reader waits on it: a closing prefetcher must not cancel it
+	// refs counts who still wants the fill: readers waiting for it and
+	// prefetchers that started it. When the last one lets go of an
+	// unfinished fill (Ctrl-C on cp), its request is cancelled.
+	refs int
+}
+
+// hold registers interest in the fill.
+func (b *block) hold() {
+	b.mu.Lock()
+	b.refs++
+	b.mu.Unlock()
+}
+
+// release drops interest, cancelling the fill if nobody else wants it.
+func (b *block) release() {
+	b.mu.Lock()
+	b.refs--
+	orphan := b.refs <= 0 && !b.done
+	b.mu.Unlock()
+	if orphan {
+		b.cancel()
+	}
 }
 
 func (b *block) progress(n int) {
@@ -221,21 +253,19 @@ func (b *block) waitFor(ctx context.Context, n int) error {
 var errNoRoom = errors.New("memory budget full")
 
 // acquire returns the block for key, cached or in flight, or starts
-// filling it. A demand read may wait for memory; a prefetch never does.
+// filling it, with a hold the caller must release. A demand read may wait
+// for memory; a prefetch never does.
 func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*block, error) {
 	key := blockKey{f.key, idx}
 	for {
 		if b, ok := c.lru.Get(key); ok {
 			c.stats.memHits.Add(1)
+			b.hold()
 			return b, nil
 		}
 		c.mu.Lock()
 		if b, ok := c.inflight[key]; ok {
-			if demand {
-				b.mu.Lock()
-				b.wanted = true
-				b.mu.Unlock()
-			}
+			b.hold()
 			c.mu.Unlock()
 			return b, nil
 		}
@@ -270,14 +300,19 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 			c.mu.Unlock()
 			continue
 		}
-		b := &block{data: make([]byte, f.blockLen(idx)), wake: make(chan struct{}), wanted: demand}
+		if c.base.Err() != nil {
+			c.mu.Unlock()
+			return nil, errors.New("cache closed")
+		}
+		b := &block{data: make([]byte, f.blockLen(idx)), wake: make(chan struct{}), refs: 1}
 		var fctx context.Context
-		fctx, b.cancel = context.WithTimeout(context.Background(), c.cfg.IOTimeout)
+		fctx, b.cancel = context.WithTimeout(c.base, c.cfg.IOTimeout)
 		c.inflight[key] = b
 		if !demand {
 			c.fetching++
 			c.stats.prefetches.Add(1)
 		}
+		c.fills.Add(1)
 		c.mu.Unlock()
 		go c.fill(fctx, f, key, b, !demand)
 		return b, nil
@@ -287,6 +322,7 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 // fill loads a block from disk or the source. It runs detached from any
 // reader: a reader that gives up must not fail the others waiting.
 func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefetch bool) {
+	defer c.fills.Done()
 	defer b.cancel()
 	var err error
 	fromDisk := false

@@ -84,9 +84,9 @@ type Reader struct {
 	f *File
 
 	mu     sync.Mutex
-	next   int64 // offset where a sequential reader reads next; -1 before any read
-	window int   // blocks to keep fetched ahead; 0 for random access
-	ahead  map[int64]*block
+	next   int64            // offset where a sequential reader reads next; -1 before any read
+	window int              // blocks to keep fetched ahead; 0 for random access
+	ahead  map[int64]*block // blocks this reader holds: read from, or fetched ahead
 	closed bool
 }
 
@@ -108,17 +108,9 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	for n < len(p) {
 		pos := off + int64(n)
 		idx := pos / bs
-		b, err := f.c.acquire(ctx, f, idx, true)
+		m, err := r.readBlock(ctx, idx, p[n:], int(pos-idx*bs))
+		n += m
 		if err != nil {
-			return n, err
-		}
-		inBlock := int(pos - idx*bs)
-		want := min(len(p)-n, len(b.data)-inBlock)
-		if err := b.waitFor(ctx, inBlock+want); err != nil {
-			return n, err
-		}
-		n += copy(p[n:n+want], b.data[inBlock:inBlock+want])
-		if err := f.verify(idx, b); err != nil {
 			return n, err
 		}
 	}
@@ -126,6 +118,31 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// readBlock copies from block idx, at inBlock, as much of p as it holds.
+func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int) (int, error) {
+	f := r.f
+	for try := 0; ; try++ {
+		b, err := f.c.acquire(ctx, f, idx, true)
+		if err != nil {
+			return 0, err
+		}
+		want := min(len(p), len(b.data)-inBlock)
+		err = b.waitFor(ctx, inBlock+want)
+		n := 0
+		if err == nil {
+			n = copy(p[:want], b.data[inBlock:inBlock+want])
+			err = f.verify(idx, b)
+		}
+		// The reader keeps its hold: it will likely read the rest of the
+		// block, and the fill must go on until it does or closes the file.
+		r.keep(idx, b)
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) && try < 3 {
+			continue // the fill was cancelled by a reader that let go of it just as we joined
+		}
+		return n, err
+	}
 }
 
 // prefetch updates the access pattern and starts fetches ahead of a
@@ -156,11 +173,6 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	r.next = max(r.next, end)
 	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
 	first, last := cur+1, min(cur+int64(r.window), f.nblocks-1)
-	for idx := range r.ahead {
-		if idx < off/bs {
-			delete(r.ahead, idx) // passed: nothing left to cancel
-		}
-	}
 	r.mu.Unlock()
 	for idx := first; idx <= last; idx++ {
 		r.mu.Lock()
@@ -173,10 +185,23 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 		if err != nil {
 			return // budget or fetch slots taken: the next read tries again
 		}
-		r.mu.Lock()
-		r.ahead[idx] = b
-		r.mu.Unlock()
+		r.keep(idx, b)
 	}
+}
+
+// keep records a hold on a block until the reader passes it or closes.
+func (r *Reader) keep(idx int64, b *block) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old, dup := r.ahead[idx]
+	if r.closed || old == b {
+		b.release()
+		return
+	}
+	if dup {
+		old.release() // a failed fill, replaced by a fresh one
+	}
+	r.ahead[idx] = b
 }
 
 // Close stops prefetching for this reader and cancels the fetches it
@@ -186,12 +211,8 @@ func (r *Reader) Close() {
 	defer r.mu.Unlock()
 	r.closed = true
 	for idx, b := range r.ahead {
-		b.mu.Lock()
-		if !b.wanted && !b.done {
-			b.cancel()
-		}
-		b.mu.Unlock()
 		delete(r.ahead, idx)
+		b.release()
 	}
 }
 

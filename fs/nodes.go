@@ -125,6 +125,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	e, ok := l.byName[name]
 	if !ok && d.level == levelApp && buildIDPattern.MatchString(name) {
+		d.fsys.listMu.Lock()
+		e, ok = d.fsys.found[path.Join(d.path, name)]
+		d.fsys.listMu.Unlock()
+	}
+	if !ok && d.level == levelApp && buildIDPattern.MatchString(name) {
 		e, err = d.lookupNewBuild(ctx, name)
 		if err != nil {
 			return nil, errno(ctx, err)
@@ -159,16 +164,16 @@ func (d *dirNode) lookupNewBuild(ctx context.Context, id string) (*entry, error)
 	if b.Status != api.StatusProcessed || b.ID != id {
 		return nil, nil
 	}
-	e := &entry{name: id, kind: kindDir, org: d.e.org, app: d.e.app, build: b, mtime: b.CreatedAt}
+	// Remember it until a refresh lists it: listings are read without a
+	// lock, so it is kept beside them rather than added to one.
+	key := path.Join(d.path, id)
 	d.fsys.listMu.Lock()
-	if l := d.fsys.listings[d.path]; l != nil {
-		if old, ok := l.byName[id]; ok {
-			e = old
-		} else {
-			l.byName[id] = e // found, not listed until the next refresh lists it
-		}
+	defer d.fsys.listMu.Unlock()
+	e, ok := d.fsys.found[key]
+	if !ok {
+		e = &entry{name: id, kind: kindDir, org: d.e.org, app: d.e.app, build: b, mtime: b.CreatedAt}
+		d.fsys.found[key] = e
 	}
-	d.fsys.listMu.Unlock()
 	return e, nil
 }
 
@@ -176,7 +181,7 @@ func (d *dirNode) lookupNewBuild(ctx context.Context, id string) (*entry, error)
 func (d *dirNode) child(ctx context.Context, e *entry, a *fuse.Attr) (gofs.InodeEmbedder, syscall.Errno) {
 	f := d.fsys
 	p := path.Join(d.path, e.name)
-	a.Ino = f.ino(p)
+	a.Ino = f.ino(inoKey(p, e))
 	a.Owner = fuse.Owner{Uid: f.cfg.UID, Gid: f.cfg.GID}
 	setTime(a, e.mtime)
 	switch e.kind {
@@ -202,6 +207,16 @@ func (d *dirNode) child(ctx context.Context, e *entry, a *fuse.Attr) (gofs.Inode
 	a.Mode = syscall.S_IFREG | 0o444
 	setSize(a, size)
 	return &fileNode{fsys: f, path: p, e: e, attr: *a}, 0
+}
+
+// inoKey names the object behind a path for inode numbering. A symlink
+// that changes target (latest) must get a new inode: go-fuse hands back the
+// live node of a known inode number, which would keep the old target.
+func inoKey(p string, e *entry) string {
+	if e.kind == kindLink {
+		return p + "\x00" + e.target
+	}
+	return p
 }
 
 func setTime(a *fuse.Attr, t time.Time) {
@@ -233,7 +248,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		case kindLink:
 			mode = syscall.S_IFLNK
 		}
-		out = append(out, fuse.DirEntry{Name: e.name, Mode: mode, Ino: d.fsys.ino(path.Join(d.path, e.name))})
+		out = append(out, fuse.DirEntry{Name: e.name, Mode: mode, Ino: d.fsys.ino(inoKey(path.Join(d.path, e.name), e))})
 	}
 	return gofs.NewListDirStream(out), 0
 }

@@ -49,6 +49,7 @@ type FS struct {
 
 	listMu   sync.Mutex
 	listings map[string]*listing // dir path -> last listing
+	found    map[string]*entry   // build path -> a build looked up by id before a listing showed it
 	group    singleflight.Group
 
 	objMu   sync.Mutex
@@ -75,6 +76,7 @@ func New(cfg Config) *FS {
 		inos:     map[string]uint64{"": 1},
 		nextIno:  2,
 		listings: make(map[string]*listing),
+		found:    make(map[string]*entry),
 		objects:  make(map[cache.FileKey]*remoteFile),
 		logged:   make(map[string]bool),
 	}

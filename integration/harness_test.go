@@ -65,6 +65,7 @@ type mountConfig struct {
 	cacheDir  string
 	ioTimeout time.Duration
 	prefetch  int
+	dirTTL    time.Duration
 }
 
 // mounted is a live mount of the filesystem, served in this process.
@@ -88,6 +89,9 @@ func mount(t *testing.T, emu *emulator.Server, mc mountConfig) *mounted {
 	if mc.ioTimeout == 0 {
 		mc.ioTimeout = 20 * time.Second
 	}
+	if mc.dirTTL == 0 {
+		mc.dirTTL = time.Minute
+	}
 	client, err := api.NewClient(api.Config{APIURL: emu.APIURL(), DownloadURL: emu.DownloadURL(), Token: emu.Token()})
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +106,7 @@ func mount(t *testing.T, emu *emulator.Server, mc mountConfig) *mounted {
 		t.Fatal(err)
 	}
 	fsys := fs.New(fs.Config{Client: client, Cache: c, Disk: disk, UID: 0, GID: 0,
-		DirTTL: time.Minute, IOTimeout: mc.ioTimeout, Log: log.New(testWriter{t}, "", 0)})
+		DirTTL: mc.dirTTL, IOTimeout: mc.ioTimeout, Log: log.New(testWriter{t}, "", 0)})
 	srv, err := fs.Mount(dir, fsys, fs.MountOptions{})
 	if err != nil {
 		t.Fatalf("mount: %v", err)

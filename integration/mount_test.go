@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -457,5 +458,94 @@ func TestChecksumMismatch(t *testing.T) {
 	}
 	if st := m.cache.Stats(); st.Mismatches == 0 {
 		t.Errorf("no checksum mismatch counted")
+	}
+}
+
+// TestNewBuildAppears: a build uploaded after mounting can be opened by id
+// at once, and is listed (and becomes latest) once the listing expires.
+func TestNewBuildAppears(t *testing.T) {
+	emu := startEmulator(t, nil)
+	m := mount(t, emu, mountConfig{dirTTL: time.Second})
+	before := listDir(t, m.path("acme", "field-app"))
+	b := &emulator.Build{ID: emulator.NewID(), Status: "processed", OS: "android", BuildPlatform: "android",
+		VersionName: "new", VersionCode: "999", OriginalExtension: "apk", CreatedAt: time.Now().UTC().Truncate(time.Millisecond),
+		PackageName: "com.acme.field", MinOS: "24",
+		Objects: map[string]*emulator.Object{"file": {Name: "new.apk", Data: []byte("PK\x05\x06 not really an apk, but bytes")}}}
+	b.Objects["auto"] = b.Objects["file"]
+	if err := emu.Data().AddBuild("acme", "field-app", b); err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, m.path("acme", "field-app", b.ID, "file.apk"))
+	if !bytes.Equal(got, b.Objects["file"].Data) {
+		t.Errorf("new build by id: got %q", got)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	after := listDir(t, m.path("acme", "field-app"))
+	if len(after) != len(before)+1 {
+		t.Errorf("after the listing expired: %d entries, want %d", len(after), len(before)+1)
+	}
+	if target, _ := os.Readlink(m.path("acme", "field-app", "latest")); target != b.ID {
+		t.Errorf("latest -> %s, want the new build %s", target, b.ID)
+	}
+}
+
+// TestDiskCacheRemount: a build read once is served from the disk cache by
+// the next mount, with no token and no storage byte.
+func TestDiskCacheRemount(t *testing.T) {
+	data, b := bigIPAData(t, 12<<20, 50)
+	emu := startEmulator(t, data)
+	want, _ := emu.Object(b.ID, "file")
+	cacheDir := t.TempDir()
+	mc := mountConfig{blockSize: 1 << 20, cacheDir: cacheDir, diskBytes: 256 << 20}
+	m := mount(t, emu, mc)
+	p := m.path("acme", "field-ios", b.ID, "file.ipa")
+	if got := sha256sumOf(t, p); got != sha256Hex(want) {
+		t.Fatalf("first read: wrong bytes")
+	}
+	if st := m.cache.Stats(); st.Verified != 1 {
+		t.Errorf("whole-file read verified %d files against their checksum, want 1", st.Verified)
+	}
+	m.unmount()
+
+	emu.ResetCounters()
+	m2 := mount(t, emu, mc)
+	out := filepath.Join(t.TempDir(), "copy.ipa")
+	run(t, "cp", m2.path("acme", "field-ios", b.ID, "file.ipa"), out)
+	if got := sha256sumOf(t, out); got != sha256Hex(want) {
+		t.Errorf("read from disk cache: wrong bytes")
+	}
+	if c := emu.Counters(); c.TokensMinted != 0 || c.StorageBytes != 0 {
+		t.Errorf("remount read minted %d tokens and fetched %d storage bytes, want 0 and 0", c.TokensMinted, c.StorageBytes)
+	}
+	if st := m2.cache.Stats(); st.DiskHits != 12 {
+		t.Errorf("disk hits %d, want 12", st.DiskHits)
+	}
+}
+
+// TestInterruptStopsFetching: Ctrl-C on cp stops the transfer from storage
+// instead of finishing the file in the background.
+func TestInterruptStopsFetching(t *testing.T) {
+	data, b := bigIPAData(t, 64<<20, 50)
+	emu := startEmulator(t, data)
+	emu.SetBandwidth(4 << 20)
+	m := mount(t, emu, mountConfig{blockSize: 1 << 20})
+	p := m.path("acme", "field-ios", b.ID, "file.ipa")
+	cmd := exec.Command("cp", p, filepath.Join(t.TempDir(), "x"))
+	cmd.Dir = os.TempDir()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	time.Sleep(300 * time.Millisecond) // let cancelled requests end
+	at := emu.Counters().StorageBytes
+	time.Sleep(time.Second)
+	after := emu.Counters().StorageBytes
+	if after-at > 1<<20 {
+		t.Errorf("storage sent %d more bytes in the second after cp was interrupted", after-at)
+	}
+	if after >= 64<<20 {
+		t.Errorf("the whole file was fetched (%d bytes) although cp was interrupted", after)
 	}
 }

@@ -107,6 +107,17 @@ func parseAPIPath(p string) (apiRoute, bool) {
 	return rt, true
 }
 
+// serveAPI is the API host. Every endpoint needs the service-account
+// bearer token:
+//
+//	GET /v1/organizations
+//	GET /v1/organizations/{org}/apps
+//	GET /v1/organizations/{org}/apps/{app}
+//	GET /v1/organizations/{org}/apps/{app}/builds
+//	GET /v1/organizations/{org}/apps/{app}/builds/{buildId}
+//	GET /v1/organizations/{org}/apps/{app}/builds/{buildId}/downloadToken?type=auto|file|aab
+//
+// {org} and {app} are ids or slugs; a trailing slash is accepted.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if s.dropIfDown(w) || !s.delay(r) {
 		return

@@ -108,16 +108,24 @@ func Start(opts Options) (*Server, error) {
 		{&s.downloadURL, s.serveDownload},
 		{&s.storageURL, s.serveStorage},
 	}
-	for _, h := range hosts {
+	// Listen on all three before serving any: handlers read the URLs.
+	listeners := make([]net.Listener, len(hosts))
+	for i, h := range hosts {
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
-			s.Close()
+			for _, l := range listeners[:i] {
+				l.Close()
+			}
 			return nil, fmt.Errorf("emulator: %w", err)
 		}
+		listeners[i] = ln
 		*h.url = "http://" + ln.Addr().String()
+	}
+	for i, h := range hosts {
 		srv := &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second}
 		s.servers = append(s.servers, srv)
 		s.serving.Add(1)
+		ln := listeners[i]
 		go func() {
 			defer s.serving.Done()
 			srv.Serve(ln) // always returns ErrServerClosed after Close
@@ -316,12 +324,14 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Counters count what clients did since Start or ResetCounters.
+// Counters count what clients did since Start or ResetCounters. An API
+// request counts under its endpoint's kind whatever its outcome, injected
+// faults included.
 type Counters struct {
 	APICalls        map[string]int64 // by kind: "organizations", "apps", "app", "builds", "build", "downloadToken"
 	TokensMinted    int64
 	Redirects       int64 // successful 302s from the download host
-	StorageRequests int64
+	StorageRequests int64 // every request to the storage host, failed ones included
 	StorageBytes    int64 // body bytes written by storage
 }
 
