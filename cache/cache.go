@@ -51,8 +51,10 @@ type Cache struct {
 
 	mu       sync.Mutex
 	inflight map[blockKey]*block
-	fetching int           // prefetches in flight
-	freed    chan struct{} // closed (and replaced) when a memory slot frees up
+	fetching int // prefetches in flight
+
+	freedMu sync.Mutex    // apart from mu: the LRU's evict callback takes it
+	freed   chan struct{} // closed (and replaced) when a memory slot frees up
 
 	stats struct {
 		memHits, diskHits, fetches, fetchedBytes, prefetches, verified, mismatches atomic.Int64
@@ -166,10 +168,16 @@ func (c *Cache) diskWriter() {
 }
 
 func (c *Cache) signalFreed() {
-	c.mu.Lock()
+	c.freedMu.Lock()
 	close(c.freed)
 	c.freed = make(chan struct{})
-	c.mu.Unlock()
+	c.freedMu.Unlock()
+}
+
+func (c *Cache) freedChan() chan struct{} {
+	c.freedMu.Lock()
+	defer c.freedMu.Unlock()
+	return c.freed
 }
 
 // block is one block of a file, complete or being filled.
@@ -284,7 +292,7 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 			c.mu.Lock()
 		}
 		if c.lru.Len()+len(c.inflight) >= limit {
-			wait := c.freed
+			wait := c.freedChan()
 			c.mu.Unlock()
 			if !demand {
 				return nil, errNoRoom
@@ -346,17 +354,18 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 			c.stats.fetchedBytes.Add(int64(n))
 		}
 	}
+	// Move the block from in flight to cached in one step, so that the
+	// budget never sees it in neither place (and admits one block too many).
 	c.mu.Lock()
+	if err == nil {
+		c.lru.Add(key, b)
+	}
 	delete(c.inflight, key)
 	if prefetch {
 		c.fetching--
 	}
 	c.mu.Unlock()
-	if err == nil {
-		c.lru.Add(key, b)
-	} else {
-		c.signalFreed()
-	}
+	c.signalFreed() // a failed block frees its slot; a cached one can now be evicted
 	b.finish(err)
 	if err == nil && !fromDisk && c.diskWrites != nil {
 		c.diskWrites <- diskWrite{key, b.data}

@@ -1,0 +1,336 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// memSource serves bytes from memory and counts what it was asked.
+type memSource struct {
+	data  []byte
+	delay time.Duration
+
+	mu       sync.Mutex
+	calls    map[int64]int // offset -> requests
+	inflight atomic.Int64
+	peak     atomic.Int64
+	started  chan int64 // optional: offsets as requests start
+}
+
+func newMemSource(size int, seed uint64) *memSource {
+	r := rand.New(rand.NewPCG(seed, seed))
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	return &memSource{data: data, calls: map[int64]int{}}
+}
+
+func (s *memSource) ReadAtProgress(ctx context.Context, p []byte, off int64, progress func(int)) (int, error) {
+	s.mu.Lock()
+	s.calls[off]++
+	s.mu.Unlock()
+	if s.started != nil {
+		s.started <- off
+	}
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	for {
+		peak := s.peak.Load()
+		if n <= peak || s.peak.CompareAndSwap(peak, n) {
+			break
+		}
+	}
+	if s.delay > 0 {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	if off >= int64(len(s.data)) {
+		return 0, io.EOF
+	}
+	n2 := copy(p, s.data[off:])
+	progress(n2)
+	return n2, nil
+}
+
+func (s *memSource) requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total := 0
+	for _, n := range s.calls {
+		total += n
+	}
+	return total
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+const testBlock = 64 << 10
+
+func newTestCache(t *testing.T, cfg Config) *Cache {
+	t.Helper()
+	if cfg.BlockSize == 0 {
+		cfg.BlockSize = testBlock
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func readFull(t *testing.T, r *Reader, size int, chunk int) []byte {
+	t.Helper()
+	out := make([]byte, 0, size)
+	buf := make([]byte, chunk)
+	for off := int64(0); ; {
+		n, err := r.ReadAt(context.Background(), buf, off)
+		out = append(out, buf[:n]...)
+		off += int64(n)
+		if err == io.EOF || (err == nil && n == 0) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+}
+
+func TestMemoryReadAndReread(t *testing.T) {
+	src := newMemSource(10*testBlock+123, 1)
+	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
+	f := c.File(FileKey{"aaaaaaaaaaaaaaaaaaaaaaaa", "file"}, int64(len(src.data)), sum(src.data), src)
+	r := f.NewReader()
+	got := readFull(t, r, len(src.data), 50_000) // unaligned reads straddle blocks
+	r.Close()
+	if !bytes.Equal(got, src.data) {
+		t.Fatal("wrong bytes")
+	}
+	if n := src.requests(); n != 11 {
+		t.Errorf("%d requests for 11 blocks", n)
+	}
+	if st := c.Stats(); st.Verified != 1 {
+		t.Errorf("verified %d, want 1", st.Verified)
+	}
+	before := src.requests()
+	r2 := f.NewReader()
+	if got := readFull(t, r2, len(src.data), 4096); !bytes.Equal(got, src.data) {
+		t.Fatal("wrong bytes on re-read")
+	}
+	if src.requests() != before {
+		t.Errorf("re-read of cached data made %d requests", src.requests()-before)
+	}
+}
+
+func TestConcurrentReadsShareOneRequest(t *testing.T) {
+	src := newMemSource(4*testBlock, 2)
+	src.delay = 50 * time.Millisecond
+	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
+	f := c.File(FileKey{"bbbbbbbbbbbbbbbbbbbbbbbb", "file"}, int64(len(src.data)), "", src)
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := f.NewReader()
+			defer r.Close()
+			buf := make([]byte, 1000)
+			if _, err := r.ReadAt(context.Background(), buf, 2*testBlock+5); err != nil || !bytes.Equal(buf, src.data[2*testBlock+5:][:1000]) {
+				t.Errorf("read: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	src.mu.Lock()
+	n := src.calls[2*testBlock]
+	src.mu.Unlock()
+	if n != 1 {
+		t.Errorf("16 concurrent reads of one block made %d requests", n)
+	}
+}
+
+func TestRandomReadsFetchOnlyWhatTheyTouch(t *testing.T) {
+	src := newMemSource(100*testBlock, 3)
+	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
+	f := c.File(FileKey{"cccccccccccccccccccccccc", "file"}, int64(len(src.data)), "", src)
+	r := f.NewReader()
+	defer r.Close()
+	buf := make([]byte, 100)
+	for _, off := range []int64{99*testBlock + 10, 99*testBlock + 500, 37 * testBlock, 3*testBlock + 7} {
+		if _, err := r.ReadAt(context.Background(), buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := src.requests(); n != 3 {
+		t.Errorf("4 random reads in 3 blocks made %d requests, want 3", n)
+	}
+}
+
+func TestSequentialPrefetchGrowsAndStaysInBudget(t *testing.T) {
+	src := newMemSource(200*testBlock, 4)
+	src.delay = 5 * time.Millisecond
+	c := newTestCache(t, Config{MemoryBytes: 32 * testBlock, MaxAhead: 8})
+	f := c.File(FileKey{"dddddddddddddddddddddddd", "file"}, int64(len(src.data)), sum(src.data), src)
+	r := f.NewReader()
+	got := readFull(t, r, len(src.data), 16<<10)
+	r.Close()
+	if !bytes.Equal(got, src.data) {
+		t.Fatal("wrong bytes")
+	}
+	st := c.Stats()
+	if st.Prefetches < 100 {
+		t.Errorf("only %d of 200 blocks prefetched", st.Prefetches)
+	}
+	if p := src.peak.Load(); p < 4 {
+		t.Errorf("at most %d requests in flight: the window did not grow", p)
+	}
+	c.mu.Lock()
+	used := c.lru.Len() + len(c.inflight)
+	c.mu.Unlock()
+	if used > c.slots {
+		t.Errorf("%d blocks held, budget %d", used, c.slots)
+	}
+	if n := src.requests(); n > 200+8 {
+		t.Errorf("%d requests for 200 blocks: blocks fetched twice", n)
+	}
+}
+
+func TestBudgetHoldsUnderManyReaders(t *testing.T) {
+	src := newMemSource(64*testBlock, 5)
+	src.delay = 2 * time.Millisecond
+	c := newTestCache(t, Config{MemoryBytes: 8 * testBlock, MaxAhead: 4})
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		f := c.File(FileKey{"eeeeeeeeeeeeeeeeeeeeeee" + string(rune('a'+i)), "file"}, int64(len(src.data)), "", src)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := f.NewReader()
+			defer r.Close()
+			if got := readFull(t, r, len(src.data), 40_000); !bytes.Equal(got, src.data) {
+				t.Error("wrong bytes")
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	var over atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.mu.Lock()
+			if used := c.lru.Len() + len(c.inflight); used > c.slots {
+				over.Store(int64(used))
+			}
+			c.mu.Unlock()
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	if o := over.Load(); o != 0 {
+		t.Errorf("%d blocks held at once, budget %d", o, c.slots)
+	}
+}
+
+func TestChecksumMismatchFailsAndDrops(t *testing.T) {
+	src := newMemSource(5*testBlock, 6)
+	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
+	bad := sum([]byte("something else"))
+	f := c.File(FileKey{"ffffffffffffffffffffffff", "file"}, int64(len(src.data)), bad, src)
+	r := f.NewReader()
+	buf := make([]byte, 32<<10)
+	var err error
+	for off := int64(0); err == nil; off += int64(len(buf)) {
+		_, err = r.ReadAt(context.Background(), buf, off)
+	}
+	if !errors.Is(err, ErrChecksum) {
+		t.Fatalf("reading a file that does not match its checksum: %v", err)
+	}
+	if _, err := r.ReadAt(context.Background(), buf, 0); !errors.Is(err, ErrChecksum) {
+		t.Errorf("a read after the mismatch on the same open: %v, want ErrChecksum", err)
+	}
+	if c.lru.Len() != 0 {
+		t.Errorf("%d blocks still cached after a mismatch", c.lru.Len())
+	}
+	r.Close()
+	// A new open fetches afresh.
+	before := src.requests()
+	if _, err := f.NewReader().ReadAt(context.Background(), buf, 0); err != nil {
+		t.Errorf("read after reopening: %v", err)
+	}
+	if src.requests() == before {
+		t.Error("reopen served dropped blocks")
+	}
+}
+
+func TestCloseCancelsOrphanedPrefetch(t *testing.T) {
+	src := newMemSource(64*testBlock, 7)
+	src.delay = 10 * time.Second
+	src.started = make(chan int64, 128)
+	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock, MaxAhead: 8})
+	f := c.File(FileKey{"abababababababababababab", "file"}, int64(len(src.data)), "", src)
+	r := f.NewReader()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := r.ReadAt(ctx, make([]byte, 10), 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read with a 100ms deadline on a 10s source: %v", err)
+	}
+	if src.inflight.Load() == 0 {
+		t.Fatal("no fetch in flight")
+	}
+	r.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for src.inflight.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fetches still running after the reader closed", src.inflight.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDiskBackedRemount(t *testing.T) {
+	dir := t.TempDir()
+	src := newMemSource(7*testBlock+99, 8)
+	key := FileKey{"a1a1a1a1a1a1a1a1a1a1a1a1", "aab"}
+	for round := 0; round < 2; round++ {
+		d, err := OpenDisk(dir, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Disk: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := src.requests()
+		r := c.File(key, int64(len(src.data)), sum(src.data), src).NewReader()
+		if got := readFull(t, r, len(src.data), 30_000); !bytes.Equal(got, src.data) {
+			t.Fatalf("round %d: wrong bytes", round)
+		}
+		r.Close()
+		c.Close()
+		d.Close()
+		if round == 1 && src.requests() != before {
+			t.Errorf("second round made %d source requests, want 0", src.requests()-before)
+		}
+	}
+}
