@@ -150,10 +150,28 @@ type page[T any] struct {
 	NextPage    *int `json:"nextPage"`
 }
 
-// getJSON performs an authenticated GET on the API host and decodes data into out.
+// apiAttempts bounds how often one API call is tried when the answer is
+// temporary (5xx, 429, a dropped connection): enough to ride out a blip,
+// few enough that an unreachable host fails within seconds.
+const apiAttempts = 4
+
+// getJSON performs an authenticated GET on the API host and decodes data
+// into out, retrying temporary failures with backoff and Retry-After.
 func (c *Client) getJSON(ctx context.Context, op, p string, q url.Values, out any) error {
-	u := *c.apiURL
-	u.Path = c.apiURL.Path + p
+	var b backoff
+	for try := 1; ; try++ {
+		err := c.getJSONOnce(ctx, op, p, q, out)
+		if err == nil || try == apiAttempts || ctx.Err() != nil || !Temporary(err) {
+			return err
+		}
+		if b.wait(ctx, err) != nil {
+			return err
+		}
+	}
+}
+
+func (c *Client) getJSONOnce(ctx context.Context, op, p string, q url.Values, out any) error {
+	u := withPath(c.apiURL, p)
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -226,11 +244,17 @@ func snippet(b []byte) string {
 }
 
 // scrubURLError drops the URL from a transport error: download URLs carry
-// single-use tokens and storage URLs carry signatures, neither may be logged.
+// single-use tokens and storage URLs carry signatures, neither may be
+// logged. A connection that closed without an answer becomes
+// io.ErrUnexpectedEOF, so no caller can mistake it for an end of file.
 func scrubURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Errorf("%s %s: %w", ue.Op, redact(ue.URL), ue.Err)
+		inner := ue.Err
+		if errors.Is(inner, io.EOF) {
+			inner = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("%s %s: %w", ue.Op, redact(ue.URL), inner)
 	}
 	return err
 }
@@ -273,6 +297,18 @@ func listAll[T any](ctx context.Context, c *Client, op, p string, q url.Values) 
 }
 
 func esc(s string) string { return url.PathEscape(s) }
+
+// withPath appends an already escaped path to a base URL. Path holds the
+// unescaped form and RawPath the escaped one; setting only Path would
+// escape the escapes again.
+func withPath(base *url.URL, escaped string) url.URL {
+	u := *base
+	u.RawPath = base.EscapedPath() + escaped
+	if p, err := url.PathUnescape(u.RawPath); err == nil {
+		u.Path = p
+	}
+	return u
+}
 
 // Organizations lists every organization the token can see.
 func (c *Client) Organizations(ctx context.Context) ([]Organization, error) {
@@ -351,8 +387,7 @@ func (c *Client) MintToken(ctx context.Context, org, app, build string, typ Down
 // caller keeps the URL and reads ranges of it until it expires.
 func (c *Client) ResolveToken(ctx context.Context, tok DownloadToken) (*url.URL, error) {
 	const op = "resolve download token"
-	u := *c.downloadURL
-	u.Path = c.downloadURL.Path + "/v1/download/" + esc(tok.value)
+	u := withPath(c.downloadURL, "/v1/download/"+esc(tok.value))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, scrubURLError(err))

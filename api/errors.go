@@ -1,10 +1,14 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -104,15 +108,20 @@ func RetryAfter(err error) (time.Duration, bool) {
 	return e.RetryAfter, true
 }
 
-// Temporary reports whether retrying the same request later may succeed.
+// Temporary reports whether retrying the same request later may succeed:
+// a 5xx or 429 answer, or a transport failure (refused, reset, cut
+// mid-body, timed out). An answer that could not be understood, or a
+// caller that gave up, is not temporary.
 func Temporary(err error) bool {
 	if _, ok := asError(err); ok {
 		return IsServerError(err) || IsThrottled(err)
 	}
-	// Anything that is not an answer from the host (refused, reset, timed
-	// out mid-body) is a transport failure and worth another try, unless the
-	// caller itself gave up.
-	return !errors.Is(err, errPermanent)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errPermanent) {
+		return false
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
 
 // errPermanent marks failures that no retry can mend.

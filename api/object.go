@@ -104,12 +104,13 @@ func (o *Object) ReadAtProgress(ctx context.Context, p []byte, off int64, progre
 	if off < 0 {
 		return 0, fmt.Errorf("read %s: negative offset", o)
 	}
+	short := false // p reaches past the end: the answer ends with io.EOF
 	if size := o.size.Load(); size >= 0 {
 		if off >= size {
 			return 0, io.EOF
 		}
 		if rest := size - off; int64(len(p)) > rest {
-			p = p[:rest]
+			p, short = p[:rest], true
 		}
 	}
 	if len(p) == 0 {
@@ -125,7 +126,7 @@ func (o *Object) ReadAtProgress(ctx context.Context, p []byte, off int64, progre
 		done += n  // keep what arrived before a cut connection
 		return err // io.EOF itself, never wrapped: "end of object" is not a failure
 	})
-	if err == nil && done < len(p) {
+	if err == nil && (done < len(p) || short) {
 		err = io.EOF
 	}
 	return done, err
@@ -412,6 +413,9 @@ func urlExpired(err error) bool {
 	return false
 }
 
+// maxRetryAfter is the longest Retry-After worth waiting for.
+const maxRetryAfter = 30 * time.Second
+
 // backoff is exponential with full jitter, and honours Retry-After.
 type backoff struct{ next time.Duration }
 
@@ -424,6 +428,9 @@ func (b *backoff) wait(ctx context.Context, cause error) error {
 		b.next *= 2
 	}
 	if ra, ok := RetryAfter(cause); ok && ra > d {
+		if ra > maxRetryAfter {
+			return cause // a host asking for minutes is down, not busy
+		}
 		d = ra
 	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {

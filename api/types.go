@@ -70,10 +70,10 @@ type BuildFile struct {
 // BuildInfo is what Applivery read out of the binary.
 type BuildInfo struct {
 	Android *struct {
-		PackageName   string `json:"packageName"`
-		MinSDKVersion string `json:"minSDKVersion"`
-		VersionName   string `json:"versionName"`
-		VersionCode   string `json:"versionCode"`
+		PackageName   string     `json:"packageName"`
+		MinSDKVersion FlexString `json:"minSDKVersion"`
+		VersionName   FlexString `json:"versionName"`
+		VersionCode   FlexString `json:"versionCode"`
 	} `json:"android"`
 	IOS   *appleInfo `json:"ios"`
 	MacOS *appleInfo `json:"macos"`
@@ -81,10 +81,10 @@ type BuildInfo struct {
 
 type appleInfo struct {
 	Plist struct {
-		CFBundleIdentifier         string `json:"CFBundleIdentifier"`
-		MinimumOSVersion           string `json:"MinimumOSVersion"`
-		CFBundleShortVersionString string `json:"CFBundleShortVersionString"`
-		CFBundleVersion            string `json:"CFBundleVersion"`
+		CFBundleIdentifier         string     `json:"CFBundleIdentifier"`
+		MinimumOSVersion           FlexString `json:"MinimumOSVersion"`
+		CFBundleShortVersionString FlexString `json:"CFBundleShortVersionString"`
+		CFBundleVersion            FlexString `json:"CFBundleVersion"`
 	} `json:"plist"`
 }
 
@@ -105,11 +105,11 @@ func (i BuildInfo) PackageName() string {
 func (i BuildInfo) MinOS() string {
 	switch {
 	case i.Android != nil:
-		return i.Android.MinSDKVersion
+		return string(i.Android.MinSDKVersion)
 	case i.IOS != nil:
-		return i.IOS.Plist.MinimumOSVersion
+		return string(i.IOS.Plist.MinimumOSVersion)
 	case i.MacOS != nil:
-		return i.MacOS.Plist.MinimumOSVersion
+		return string(i.MacOS.Plist.MinimumOSVersion)
 	}
 	return ""
 }
