@@ -196,6 +196,18 @@ type block struct {
 	refs int
 }
 
+func (b *block) complete() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done && b.err == nil
+}
+
+func (b *block) finished() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done
+}
+
 // hold registers interest in the fill.
 func (b *block) hold() {
 	b.mu.Lock()

@@ -76,18 +76,19 @@ func (f *File) NewReader() *Reader {
 	f.vmu.Lock()
 	f.vfailed = false
 	f.vmu.Unlock()
-	return &Reader{f: f, next: -1, ahead: make(map[int64]*block)}
+	return &Reader{f: f, next: -1, fetchedTo: -1, holds: make(map[int64]*block)}
 }
 
 // Reader reads a File for one open file handle.
 type Reader struct {
 	f *File
 
-	mu     sync.Mutex
-	next   int64            // offset where a sequential reader reads next; -1 before any read
-	window int              // blocks to keep fetched ahead; 0 for random access
-	ahead  map[int64]*block // blocks this reader holds: read from, or fetched ahead
-	closed bool
+	mu        sync.Mutex
+	next      int64            // offset where a sequential reader reads next; -1 before any read
+	window    int              // blocks to keep fetched ahead; 0 for random access
+	fetchedTo int64            // last block prefetched in this sequential run; -1 for none
+	holds     map[int64]*block // unfinished fills this reader wants: read from, or fetched ahead
+	closed    bool
 }
 
 // ReadAt reads into p at off, waiting only for the bytes it returns.
@@ -147,11 +148,13 @@ func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int
 
 // prefetch updates the access pattern and starts fetches ahead of a
 // sequential reader. A jump resets the window; the window doubles with
-// every block a sequential reader enters, up to MaxAhead.
+// every block a sequential reader enters, up to MaxAhead. The first read
+// of a file prefetches nothing, so the first byte has the link to itself.
 func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	f := r.f
 	bs := f.c.cfg.BlockSize
 	r.mu.Lock()
+	r.pruneLocked()
 	if r.closed {
 		r.mu.Unlock()
 		return
@@ -159,10 +162,9 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	// The kernel's readahead sends several READs at once, so a sequential
 	// stream arrives slightly out of order: allow some slack.
 	slack := 2 * bs
-	sequential := (r.next < 0 && off == 0) || (r.next >= 0 && off >= r.next-slack && off <= r.next+slack)
 	end := off + int64(n)
-	if !sequential {
-		r.window = 0
+	if r.next < 0 || off < r.next-slack || off > r.next+slack {
+		r.window, r.fetchedTo = 0, -1
 		r.next = end
 		r.mu.Unlock()
 		return
@@ -172,36 +174,45 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	}
 	r.next = max(r.next, end)
 	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
-	first, last := cur+1, min(cur+int64(r.window), f.nblocks-1)
+	first, last := max(cur+1, r.fetchedTo+1), min(cur+int64(r.window), f.nblocks-1)
 	r.mu.Unlock()
 	for idx := first; idx <= last; idx++ {
-		r.mu.Lock()
-		_, started := r.ahead[idx]
-		r.mu.Unlock()
-		if started {
-			continue
-		}
 		b, err := f.c.acquire(ctx, f, idx, false)
 		if err != nil {
 			return // budget or fetch slots taken: the next read tries again
 		}
 		r.keep(idx, b)
+		r.mu.Lock()
+		r.fetchedTo = max(r.fetchedTo, idx)
+		r.mu.Unlock()
 	}
 }
 
-// keep records a hold on a block until the reader passes it or closes.
+// keep holds an unfinished fill until the reader closes, so that closing
+// cancels what nobody waits for. A finished block needs no hold: holding
+// it would keep its memory reachable past the cache's budget.
 func (r *Reader) keep(idx int64, b *block) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old, dup := r.ahead[idx]
-	if r.closed || old == b {
+	old, dup := r.holds[idx]
+	if r.closed || old == b || b.complete() {
 		b.release()
 		return
 	}
 	if dup {
 		old.release() // a failed fill, replaced by a fresh one
 	}
-	r.ahead[idx] = b
+	r.holds[idx] = b
+}
+
+// pruneLocked lets go of fills that have finished.
+func (r *Reader) pruneLocked() {
+	for idx, b := range r.holds {
+		if b.finished() {
+			delete(r.holds, idx)
+			b.release()
+		}
+	}
 }
 
 // Close stops prefetching for this reader and cancels the fetches it
@@ -210,8 +221,8 @@ func (r *Reader) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closed = true
-	for idx, b := range r.ahead {
-		delete(r.ahead, idx)
+	for idx, b := range r.holds {
+		delete(r.holds, idx)
 		b.release()
 	}
 }

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Mount settings passed explicitly, so that the targets derived from them
+// hold whatever the binary's defaults become.
+const (
+	cacheSize   = 256 << 20 // --cache-size
+	rssHeadroom = 64 << 20  // allowed above --cache-size
+)
+
+// bench is one benchmark session: its fixture, mounts and results.
+type bench struct {
+	cfg     config
+	cleanup cleanup
+	mounts  mountSet
+	res     results
+
+	work    string // scratch directory, removed at the end
+	logs    string // daemon logs, kept
+	bin     string // appliveryfs binary
+	fx      *fixture
+	local   string // local copy of the .ipa
+	machine []string
+
+	rclone      string      // rclone binary; "" to skip its rows
+	rcloneConf  string      // empty config file for rclone
+	files       *fileServer // what rclone mounts
+	rcloneNotes []string
+	rcloneDown  map[string]error // modes whose mount failed
+
+	seq int // numbers scratch directories and logs
+}
+
+// setup prepares everything the figures need. What it starts is stopped
+// by b.cleanup.
+func (b *bench) setup() error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: it mounts FUSE filesystems and drops the page cache")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("no FUSE device: %w", err)
+	}
+	for _, tool := range []string{"dd", "curl", "unzip", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is needed: %w", tool, err)
+		}
+	}
+	b.machine = machineInfo()
+	if err := b.makeDirs(); err != nil {
+		return err
+	}
+	// Last in, first out: mounts go before the servers they read from.
+	b.cleanup.add(b.closeServers)
+	b.cleanup.add(b.mounts.stopAll)
+	if err := b.prepareBinary(); err != nil {
+		return err
+	}
+	progress("generating a %s .ipa with %d entries", humanBytes(b.cfg.size), b.cfg.entries)
+	fx, err := startFixture(b.cfg.size, b.cfg.entries)
+	if err != nil {
+		return fmt.Errorf("start the emulator: %w", err)
+	}
+	b.fx = fx
+	b.local = filepath.Join(b.work, "local.ipa")
+	if err := fx.writeLocalCopy(b.local); err != nil {
+		return err
+	}
+	b.setupRclone()
+	return nil
+}
+
+// makeDirs creates the scratch and log directories. The scratch one is
+// removed at the end unless something is still mounted below it.
+func (b *bench) makeDirs() error {
+	var err error
+	if b.work, err = os.MkdirTemp("", "appliveryfs-bench-"); err != nil {
+		return fmt.Errorf("scratch directory: %w", err)
+	}
+	b.cleanup.add(func() {
+		if left := mountsUnder(b.work); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "bench: not removing %s: still mounted: %s\n", b.work, strings.Join(left, " "))
+			return
+		}
+		// Retried: a figure interrupted meanwhile may still create a
+		// directory in it.
+		for range 3 {
+			if err := os.RemoveAll(b.work); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Fprintf(os.Stderr, "bench: could not remove %s\n", b.work)
+	})
+	if b.logs, err = os.MkdirTemp("", "appliveryfs-bench-logs-"); err != nil {
+		return fmt.Errorf("log directory: %w", err)
+	}
+	return nil
+}
+
+// prepareBinary uses --bin or builds appliveryfs from the module root.
+func (b *bench) prepareBinary() error {
+	if b.cfg.bin != "" {
+		abs, err := filepath.Abs(b.cfg.bin)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return fmt.Errorf("--bin: %w", err)
+		}
+		b.bin = abs
+		return nil
+	}
+	// In the working directory: go run ./integration/bench runs from the
+	// module root.
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	gomod := strings.TrimSpace(string(out))
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		return fmt.Errorf("find the module root: run from inside the module or pass --bin (go env GOMOD: %q, %v)", gomod, err)
+	}
+	root := filepath.Dir(gomod)
+	b.bin = filepath.Join(b.work, "appliveryfs")
+	progress("building %s", b.bin)
+	cmd := exec.Command("go", "build", "-o", b.bin, ".")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build appliveryfs: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// setupRclone finds rclone and starts the file server it mounts.
+func (b *bench) setupRclone() {
+	b.rcloneDown = map[string]error{}
+	if len(b.cfg.rcloneModes) == 0 {
+		b.rcloneNotes = append(b.rcloneNotes, "rclone rows skipped: --rclone-modes is empty")
+		return
+	}
+	path, err := exec.LookPath("rclone")
+	if err != nil {
+		b.rcloneNotes = append(b.rcloneNotes, "rclone rows skipped: rclone is not on PATH")
+		return
+	}
+	conf := filepath.Join(b.work, "rclone.conf")
+	if err := os.WriteFile(conf, nil, 0o600); err != nil {
+		b.rcloneNotes = append(b.rcloneNotes, "rclone rows skipped: "+err.Error())
+		return
+	}
+	fs, err := startFileServer("bench.ipa", b.fx.data)
+	if err != nil {
+		b.rcloneNotes = append(b.rcloneNotes, "rclone rows skipped: "+err.Error())
+		return
+	}
+	b.rclone, b.rcloneConf, b.files = path, conf, fs
+}
+
+// closeServers stops the emulator and rclone's file server.
+func (b *bench) closeServers() {
+	if b.files != nil {
+		b.files.Close()
+	}
+	if b.fx != nil {
+		b.fx.emu.Close()
+	}
+}
+
+// rcloneModes lists the --vfs-cache-mode values still to measure.
+func (b *bench) rcloneModes() []string {
+	if b.rclone == "" {
+		return nil
+	}
+	var modes []string
+	for _, m := range b.cfg.rcloneModes {
+		if b.rcloneDown[m] == nil {
+			modes = append(modes, m)
+		}
+	}
+	return modes
+}
+
+// rcloneFailed records why a mode's figures are missing; rclone is only
+// a comparison, so its failures never stop the bench.
+func (b *bench) rcloneFailed(mode string, err error) {
+	if b.cleanup.interrupted.Load() {
+		return
+	}
+	progress("rclone --vfs-cache-mode %s failed, skipping it from now on: %v", mode, err)
+	b.rcloneDown[mode] = err
+}
+
+// setCaps sets latency and per-connection storage bandwidth on the
+// emulator and on rclone's file server alike.
+func (b *bench) setCaps(bandwidth int64, latency time.Duration) {
+	b.fx.emu.SetBandwidth(bandwidth)
+	b.fx.emu.SetLatency(latency)
+	if b.files != nil {
+		b.files.setCaps(bandwidth, latency)
+	}
+}
+
+// newDir makes a numbered scratch directory.
+func (b *bench) newDir(kind string) (string, error) {
+	if b.cleanup.interrupted.Load() {
+		return "", errors.New("interrupted")
+	}
+	b.seq++
+	dir := filepath.Join(b.work, fmt.Sprintf("%s-%02d", kind, b.seq))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// mountOurs mounts appliveryfs with the given cache directory.
+func (b *bench) mountOurs(label, cacheDir string) (*mountProc, error) {
+	dir, err := b.newDir("mnt")
+	if err != nil {
+		return nil, err
+	}
+	emu := b.fx.emu
+	return b.mounts.start(mountSpec{
+		label:   "appliveryfs (" + label + ")",
+		dir:     dir,
+		file:    b.fx.mountPath(),
+		logPath: filepath.Join(b.logs, fmt.Sprintf("%02d-appliveryfs-%s.log", b.seq, label)),
+		env:     append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token()),
+		argv: []string{b.bin, "mount", "--api-url", emu.APIURL(), "--download-url", emu.DownloadURL(),
+			"--cache-dir", cacheDir, "--cache-size", fmt.Sprint(cacheSize), dir},
+	})
+}
+
+// mountRclone mounts rclone's http backend over the file server.
+func (b *bench) mountRclone(mode, cacheDir string) (*mountProc, error) {
+	dir, err := b.newDir("mnt")
+	if err != nil {
+		return nil, err
+	}
+	return b.mounts.start(mountSpec{
+		label:   "rclone (--vfs-cache-mode " + mode + ")",
+		dir:     dir,
+		file:    b.files.name,
+		logPath: filepath.Join(b.logs, fmt.Sprintf("%02d-rclone-%s.log", b.seq, mode)),
+		argv: []string{b.rclone, "mount", ":http:", dir, "--http-url", b.files.url,
+			"--config", b.rcloneConf, "--read-only", "--vfs-cache-mode", mode,
+			"--cache-dir", cacheDir, "--dir-cache-time", "1h"},
+	})
+}
+
+// withMount runs fn on a mount and always stops it.
+func withMount(m *mountProc, err error, fn func(m *mountProc) error) error {
+	if err != nil {
+		return err
+	}
+	return errors.Join(fn(m), m.stop())
+}
+
+// machineInfo describes the machine for the report's header.
+func machineInfo() []string {
+	nproc := fmt.Sprint(runtime.NumCPU())
+	if out, err := command("nproc"); err == nil {
+		nproc = strings.TrimSpace(string(out))
+	}
+	model := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "unknown"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	goVersion := runtime.Version()
+	if out, err := command("go", "version"); err == nil {
+		goVersion = strings.TrimPrefix(strings.TrimSpace(string(out)), "go version ")
+	}
+	info := []string{
+		"nproc:  " + nproc,
+		"cpu:    " + model,
+		"kernel: " + kernel,
+		"go:     " + goVersion,
+	}
+	if out, err := command("rclone", "version"); err == nil {
+		info = append(info, "rclone: "+strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
+	}
+	return info
+}
+
+// progress logs what the bench is doing to stderr; the report goes to
+// stdout.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= mib && n%mib == 0:
+		return fmt.Sprintf("%d MiB", n/mib)
+	case n >= mib:
+		return fmt.Sprintf("%.1f MiB", float64(n)/mib)
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

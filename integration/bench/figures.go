@@ -1,0 +1,412 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/appliveryfs/appliveryfs/integration/emulator"
+)
+
+// The caps of figure 2, also used for the time to first byte.
+const (
+	cappedBandwidth = 32 << 20 // bytes per second per storage connection
+	cappedLatency   = 20 * time.Millisecond
+)
+
+// Metric keys. Throughputs are in MiB/s, times in ms, sizes in bytes.
+const (
+	keyColdOurs       = "cold.appliveryfs"
+	keyColdCurl       = "cold.curl"
+	keyWarmOurs       = "warm.appliveryfs"
+	keyWarmLocal      = "warm.local"
+	keyRemountOurs    = "remount.appliveryfs"
+	keyRemountLocal   = "remount.local-after-drop-caches"
+	keyRemountBytes   = "remount.storage-bytes"
+	keyRemountTokens  = "remount.tokens"
+	keyCappedOurs     = "capped.appliveryfs"
+	keyCappedCurl     = "capped.curl"
+	keyUnzipOurs      = "unzip.appliveryfs"
+	keyUnzipLocal     = "unzip.local-after-drop-caches"
+	keyUnzipBytes     = "unzip.storage-bytes"
+	keyTTFBOurs       = "ttfb.appliveryfs"
+	keyTTFBBase       = "ttfb.direct"
+	keyTTFBCappedOurs = "ttfb-capped.appliveryfs"
+	keyTTFBCappedBase = "ttfb-capped.direct"
+)
+
+// copyKeys name the metrics of one cold copy through a mount.
+type copyKeys struct{ speed, tokens, rss string }
+
+var (
+	coldKeys   = copyKeys{keyColdOurs, "cold.tokens", "cold.rss"}
+	cappedKeys = copyKeys{keyCappedOurs, "capped.tokens", "capped.rss"}
+)
+
+// rcloneKey names an rclone metric, e.g. rcloneKey("full", "cold").
+func rcloneKey(mode, what string) string { return "rclone-" + mode + "." + what }
+
+// figure is one group of measurements, run --runs times.
+type figure struct {
+	name string
+	run  func() error
+}
+
+// runFigures measures everything and returns what failed. Without
+// --keep-going it stops at the first failed figure.
+func (b *bench) runFigures() []error {
+	figures := []figure{
+		{"1, 3 and 6 (cold, warm and remounted reads)", b.sequentialRun},
+		{"4 (unzip -l)", b.unzipRun},
+		{"5 (time to first byte)", b.firstByteRun},
+		{"2 and 6 (cold copy under caps)", b.cappedRun},
+	}
+	var failures []error
+	for _, f := range figures {
+		for i := range b.cfg.runs {
+			if b.cleanup.interrupted.Load() {
+				return failures
+			}
+			progress("figure %s: run %d of %d", f.name, i+1, b.cfg.runs)
+			if err := f.run(); err != nil {
+				progress("figure %s failed: %v", f.name, err)
+				failures = append(failures, fmt.Errorf("figure %s, run %d: %w", f.name, i+1, err))
+				break
+			}
+		}
+		if len(failures) > 0 && !b.cfg.keepGoing {
+			break
+		}
+	}
+	return failures
+}
+
+// sequentialRun measures figures 1, 3 and 6 for appliveryfs, the
+// baselines, and rclone.
+func (b *bench) sequentialRun() error {
+	if err := b.sequentialOurs(); err != nil {
+		return err
+	}
+	if err := b.sequentialBaselines(); err != nil {
+		return err
+	}
+	for _, mode := range b.rcloneModes() {
+		if err := b.sequentialRclone(mode); err != nil {
+			b.rcloneFailed(mode, err)
+		}
+	}
+	return nil
+}
+
+// sequentialOurs reads the file cold, again warm in the same mount, and
+// once more after a remount with the same cache directory.
+func (b *bench) sequentialOurs() error {
+	cacheDir, err := b.newDir("cache")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cacheDir)
+	size := b.fx.size()
+
+	m, err := b.mountOurs("cold", cacheDir)
+	err = withMount(m, err, func(m *mountProc) error {
+		if err := b.coldCopy(m, coldKeys); err != nil {
+			return err
+		}
+		d, err := ddRead(m.path(), size)
+		if err != nil {
+			return err
+		}
+		b.res.add(keyWarmOurs, mibPerSec(size, d))
+		progress("  %s: warm re-read %.0f MiB/s", m.label, mibPerSec(size, d))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	m, err = b.mountOurs("remount", cacheDir)
+	return withMount(m, err, func(m *mountProc) error {
+		if err := checkSize(m.path(), size); err != nil {
+			return err
+		}
+		if err := dropCaches(); err != nil {
+			return err
+		}
+		before := b.fx.emu.Counters()
+		d, err := ddRead(m.path(), size)
+		if err != nil {
+			return err
+		}
+		after := b.fx.emu.Counters()
+		fetched, tokens := after.StorageBytes-before.StorageBytes, after.TokensMinted-before.TokensMinted
+		b.res.add(keyRemountOurs, mibPerSec(size, d))
+		b.res.add(keyRemountBytes, float64(fetched))
+		b.res.add(keyRemountTokens, float64(tokens))
+		progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from storage, %d token(s)",
+			m.label, mibPerSec(size, d), humanBytes(fetched), tokens)
+		return nil
+	})
+}
+
+// coldCopy reads the whole file from a fresh mount and records the
+// throughput, the tokens minted and the daemon's peak RSS.
+func (b *bench) coldCopy(m *mountProc, k copyKeys) error {
+	size := b.fx.size()
+	if err := checkSize(m.path(), size); err != nil {
+		return err
+	}
+	before := b.fx.emu.Counters()
+	d, err := ddRead(m.path(), size)
+	if err != nil {
+		return err
+	}
+	after := b.fx.emu.Counters()
+	rss, err := peakRSS(m.pid())
+	if err != nil {
+		return err
+	}
+	fetched, tokens := after.StorageBytes-before.StorageBytes, after.TokensMinted-before.TokensMinted
+	b.res.add(k.speed, mibPerSec(size, d))
+	b.res.add(k.tokens, float64(tokens))
+	b.res.add(k.rss, float64(rss))
+	progress("  %s: cold cp %.0f MiB/s; %d token(s); %s from storage (%.2fx the file) in %d requests; peak RSS %s",
+		m.label, mibPerSec(size, d), tokens, humanBytes(fetched), float64(fetched)/float64(size),
+		after.StorageRequests-before.StorageRequests, humanBytes(rss))
+	return nil
+}
+
+// sequentialBaselines measures curl and reads of the local copy, warm and
+// after drop_caches.
+func (b *bench) sequentialBaselines() error {
+	size := b.fx.size()
+	d, err := b.fx.curlDownload()
+	if err != nil {
+		return err
+	}
+	b.res.add(keyColdCurl, mibPerSec(size, d))
+	progress("  curl: mint + curl -L %.0f MiB/s", mibPerSec(size, d))
+
+	if _, err := ddRead(b.local, size); err != nil { // fills the page cache
+		return err
+	}
+	if d, err = ddRead(b.local, size); err != nil {
+		return err
+	}
+	b.res.add(keyWarmLocal, mibPerSec(size, d))
+	progress("  local copy: warm %.0f MiB/s", mibPerSec(size, d))
+
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	if d, err = ddRead(b.local, size); err != nil {
+		return err
+	}
+	b.res.add(keyRemountLocal, mibPerSec(size, d))
+	progress("  local copy: after drop_caches %.0f MiB/s", mibPerSec(size, d))
+	return nil
+}
+
+// sequentialRclone is sequentialOurs for rclone mount.
+func (b *bench) sequentialRclone(mode string) error {
+	cacheDir, err := b.newDir("cache")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cacheDir)
+	size := b.fx.size()
+
+	m, err := b.mountRclone(mode, cacheDir)
+	err = withMount(m, err, func(m *mountProc) error {
+		if err := checkSize(m.path(), size); err != nil {
+			return err
+		}
+		cold, err := ddRead(m.path(), size)
+		if err != nil {
+			return err
+		}
+		warm, err := ddRead(m.path(), size)
+		if err != nil {
+			return err
+		}
+		b.res.add(rcloneKey(mode, "cold"), mibPerSec(size, cold))
+		b.res.add(rcloneKey(mode, "warm"), mibPerSec(size, warm))
+		progress("  %s: cold cp %.0f MiB/s, warm re-read %.0f MiB/s", m.label, mibPerSec(size, cold), mibPerSec(size, warm))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	m, err = b.mountRclone(mode, cacheDir)
+	return withMount(m, err, func(m *mountProc) error {
+		if err := checkSize(m.path(), size); err != nil {
+			return err
+		}
+		if err := dropCaches(); err != nil {
+			return err
+		}
+		before := b.files.sent.Load()
+		d, err := ddRead(m.path(), size)
+		if err != nil {
+			return err
+		}
+		fetched := b.files.sent.Load() - before
+		b.res.add(rcloneKey(mode, "remount"), mibPerSec(size, d))
+		b.res.add(rcloneKey(mode, "remount-bytes"), float64(fetched))
+		progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from the server",
+			m.label, mibPerSec(size, d), humanBytes(fetched))
+		return nil
+	})
+}
+
+// cappedRun measures figure 2: cold copies with every storage connection
+// capped and latency on every answer.
+func (b *bench) cappedRun() error {
+	b.setCaps(cappedBandwidth, cappedLatency)
+	defer b.setCaps(0, 0)
+	size := b.fx.size()
+
+	cacheDir, err := b.newDir("cache")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cacheDir)
+	m, err := b.mountOurs("capped", cacheDir)
+	if err := withMount(m, err, func(m *mountProc) error { return b.coldCopy(m, cappedKeys) }); err != nil {
+		return err
+	}
+
+	d, err := b.fx.curlDownload()
+	if err != nil {
+		return err
+	}
+	b.res.add(keyCappedCurl, mibPerSec(size, d))
+	progress("  curl: mint + curl -L %.1f MiB/s", mibPerSec(size, d))
+
+	for _, mode := range b.rcloneModes() {
+		if err := b.cappedRclone(mode); err != nil {
+			b.rcloneFailed(mode, err)
+		}
+	}
+	return nil
+}
+
+func (b *bench) cappedRclone(mode string) error {
+	cacheDir, err := b.newDir("cache")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cacheDir)
+	size := b.fx.size()
+	m, err := b.mountRclone(mode, cacheDir)
+	return withMount(m, err, func(m *mountProc) error {
+		if err := checkSize(m.path(), size); err != nil {
+			return err
+		}
+		d, err := ddRead(m.path(), size)
+		if err != nil {
+			return err
+		}
+		b.res.add(rcloneKey(mode, "capped"), mibPerSec(size, d))
+		progress("  %s: cold cp %.1f MiB/s", m.label, mibPerSec(size, d))
+		return nil
+	})
+}
+
+// unzipRun measures figure 4: unzip -l on a fresh mount, and on the local
+// copy after drop_caches.
+func (b *bench) unzipRun() error {
+	wantFiles := b.cfg.entries + 1 // the entries and Info.plist
+	cacheDir, err := b.newDir("cache")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cacheDir)
+	m, err := b.mountOurs("unzip", cacheDir)
+	err = withMount(m, err, func(m *mountProc) error {
+		if err := checkSize(m.path(), b.fx.size()); err != nil {
+			return err
+		}
+		before := b.fx.emu.Counters()
+		d, err := unzipList(m.path(), wantFiles)
+		if err != nil {
+			return err
+		}
+		fetched := b.fx.emu.Counters().StorageBytes - before.StorageBytes
+		b.res.add(keyUnzipOurs, millis(d))
+		b.res.add(keyUnzipBytes, float64(fetched))
+		progress("  %s: unzip -l %.1f ms, %s from storage", m.label, millis(d), humanBytes(fetched))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	d, err := unzipList(b.local, wantFiles)
+	if err != nil {
+		return err
+	}
+	b.res.add(keyUnzipLocal, millis(d))
+	progress("  local copy: unzip -l after drop_caches %.1f ms", millis(d))
+	return nil
+}
+
+// firstByteRun measures figure 5 under the latency of figure 2, without
+// and with its bandwidth cap.
+func (b *bench) firstByteRun() error {
+	if err := b.firstByte(0, keyTTFBOurs, keyTTFBBase); err != nil {
+		return err
+	}
+	return b.firstByte(cappedBandwidth, keyTTFBCappedOurs, keyTTFBCappedBase)
+}
+
+// firstByte times open + a 4 KiB read on a fresh mount (the path already
+// looked up) against mint + resolve + one Range request made directly.
+func (b *bench) firstByte(bandwidth int64, oursKey, baseKey string) error {
+	b.setCaps(bandwidth, cappedLatency)
+	defer b.setCaps(0, 0)
+	cacheDir, err := b.newDir("cache")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cacheDir)
+	m, err := b.mountOurs("first-byte", cacheDir)
+	err = withMount(m, err, func(m *mountProc) error {
+		if err := checkSize(m.path(), b.fx.size()); err != nil {
+			return err
+		}
+		before := b.fx.emu.Counters()
+		d, err := readHead(m.path(), b.fx.data[:headBytes])
+		if err != nil {
+			return err
+		}
+		after := b.fx.emu.Counters()
+		b.res.add(oursKey, millis(d))
+		progress("  %s: open + 4 KiB read %.1f ms (meanwhile %d API calls, %d redirects, %d storage requests)",
+			m.label, millis(d), apiCalls(after)-apiCalls(before), after.Redirects-before.Redirects,
+			after.StorageRequests-before.StorageRequests)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	d, err := b.fx.directHead()
+	if err != nil {
+		return err
+	}
+	b.res.add(baseKey, millis(d))
+	progress("  direct: mint + resolve + 4 KiB Range %.1f ms", millis(d))
+	return nil
+}
+
+// apiCalls totals the API requests of all kinds.
+func apiCalls(c emulator.Counters) int64 {
+	var n int64
+	for _, v := range c.APICalls {
+		n += v
+	}
+	return n
+}
