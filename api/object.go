@@ -331,7 +331,7 @@ func (o *Object) fetch(ctx context.Context, loc *url.URL, p []byte, off int64, p
 
 // progressStep is how often a body read reports progress: small enough that
 // a reader waiting for its first 4 KiB does not wait for a whole block.
-const progressStep = 64 << 10
+const progressStep = 128 << 10
 
 // checkSize compares storage's total size with what the API said, or
 // learns it when the API said nothing.

@@ -347,8 +347,7 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 	var err error
 	fromDisk := false
 	if d := c.cfg.Disk; d != nil {
-		if data, ok := d.ReadBlock(key.file, c.cfg.BlockSize, key.idx, len(b.data)); ok {
-			copy(b.data, data)
+		if d.ReadBlockInto(key.file, c.cfg.BlockSize, key.idx, b.data) {
 			fromDisk = true
 			c.stats.diskHits.Add(1)
 		}
@@ -379,6 +378,11 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 	c.mu.Unlock()
 	c.signalFreed() // a failed block frees its slot; a cached one can now be evicted
 	b.finish(err)
+	if err == nil {
+		// Hash in order as blocks arrive, off the readers' path; a
+		// mismatch found here fails the file's next read.
+		_ = f.verify(key.idx, b)
+	}
 	if err == nil && !fromDisk && c.diskWrites != nil {
 		c.diskWrites <- diskWrite{key, b.data}
 	}

@@ -255,9 +255,24 @@ func (d *Disk) diskMetaPath(key FileKey, name string) string {
 // it is present, intact, and exactly want bytes long. A block that fails
 // verification is removed so that it is fetched again.
 func (d *Disk) ReadBlock(key FileKey, blockSize int64, idx int64, want int) ([]byte, bool) {
-	id := diskBlockID{key, blockSize, idx}
-	if !d.diskBlocksEnabled() || want < 0 || int64(want) > blockSize || diskCheckBlock(id) != nil {
+	if want < 0 || int64(want) > blockSize {
 		return nil, false
+	}
+	buf := make([]byte, want)
+	if !d.ReadBlockInto(key, blockSize, idx, buf) {
+		return nil, false
+	}
+	return buf, true
+}
+
+// ReadBlockInto is ReadBlock into the caller's buffer: it fills dst with
+// the block, which must be exactly len(dst) bytes long, and reports
+// whether it could. On false, dst holds garbage.
+func (d *Disk) ReadBlockInto(key FileKey, blockSize int64, idx int64, dst []byte) bool {
+	id := diskBlockID{key, blockSize, idx}
+	want := len(dst)
+	if !d.diskBlocksEnabled() || int64(want) > blockSize || diskCheckBlock(id) != nil {
+		return false
 	}
 	// Open the file even when the index does not list it: another process may
 	// have stored it since our last scan.
@@ -267,17 +282,31 @@ func (d *Disk) ReadBlock(key FileKey, blockSize int64, idx int64, want int) ([]b
 		if errors.Is(err, fs.ErrNotExist) {
 			d.diskForget(id) // evicted by another process
 		}
-		return nil, false
+		return false
 	}
 	defer f.Close()
-	// One read into one buffer: the payload followed by its trailer.
-	buf := make([]byte, want+diskTrailerLen)
-	if _, err := io.ReadFull(f, buf); err != nil || !diskIntact(buf, want) {
+	// The payload straight into dst, then its trailer.
+	var trailer [diskTrailerLen]byte
+	if _, err := io.ReadFull(f, dst); err != nil || !d.diskTrailerOK(f, dst, trailer[:]) {
 		d.diskReject(f, path, id)
-		return nil, false
+		return false
 	}
 	d.diskNoteHit(id, path, int64(want))
-	return buf[:want], true
+	return true
+}
+
+// diskTrailerOK reads the trailer that follows payload in f, checks that
+// nothing follows it, and verifies payload against it.
+func (d *Disk) diskTrailerOK(f *os.File, payload, trailer []byte) bool {
+	n, err := io.ReadFull(f, trailer)
+	if err != nil || n != diskTrailerLen {
+		return false
+	}
+	var extra [1]byte
+	if m, _ := f.Read(extra[:]); m != 0 {
+		return false // longer than asked: a block of another length
+	}
+	return diskTrailerMatches(trailer, payload)
 }
 
 // diskReject handles a block file that did not hold want verified bytes. A
@@ -626,10 +655,14 @@ func diskIntact(buf []byte, n int) bool {
 	if n < 0 || len(buf) != n+diskTrailerLen {
 		return false
 	}
-	t := buf[n:]
-	return [4]byte(t[12:16]) == diskMagic &&
-		binary.LittleEndian.Uint64(t[0:8]) == uint64(n) &&
-		binary.LittleEndian.Uint32(t[8:12]) == crc32.Checksum(buf[:n], diskCastagnoli)
+	return diskTrailerMatches(buf[n:], buf[:n])
+}
+
+// diskTrailerMatches checks a trailer (length, CRC-32C, magic) against its payload.
+func diskTrailerMatches(t, payload []byte) bool {
+	return len(t) == diskTrailerLen && [4]byte(t[12:16]) == diskMagic &&
+		binary.LittleEndian.Uint64(t[0:8]) == uint64(len(payload)) &&
+		binary.LittleEndian.Uint32(t[8:12]) == crc32.Checksum(payload, diskCastagnoli)
 }
 
 // diskWriteFile atomically replaces path with payload and its trailer.

@@ -134,7 +134,14 @@ func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int
 		n := 0
 		if err == nil {
 			n = copy(p[:want], b.data[inBlock:inBlock+want])
-			err = f.verify(idx, b)
+			// Fills feed the digest in the background; the read of the last
+			// block completes it, so the failure reaches a reader.
+			if idx == f.nblocks-1 {
+				err = f.verify(idx, b)
+			}
+			if err == nil && f.failed() {
+				err = fmt.Errorf("%s: %w", f.key, ErrChecksum)
+			}
 		}
 		// The reader keeps its hold: it will likely read the rest of the
 		// block, and the fill must go on until it does or closes the file.
