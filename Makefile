@@ -20,7 +20,7 @@ demo: build
 
 # Throughput, latency and memory against baselines measured in the same run.
 bench: build
-	$(GO) run ./integration/bench $(BENCH_ARGS)
+	$(GO) run ./integration/bench --bin $(BIN) $(BENCH_ARGS)
 
 clean:
 	rm -rf bin

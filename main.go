@@ -299,7 +299,18 @@ func humanBytes(n int64) string {
 // byteSize is a flag value such as 256M, 10GiB or 1048576.
 type byteSize int64
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"T", 40}, {"G", 30}, {"M", 20}, {"K", 10}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 func (b *byteSize) Type() string   { return "size" }
 func (b *byteSize) Set(s string) error {
 	n, err := parseSize(s)
@@ -349,6 +360,8 @@ type mountFlags struct {
 	allowOther  bool
 	readAheadKB int
 	prefetch    int
+	maxBG       int
+	kernelCache bool
 	debug       bool
 }
 
@@ -366,6 +379,8 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users read the mount")
 	fl.IntVar(&m.readAheadKB, "read-ahead-kb", 4096, "kernel readahead of the mount")
 	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader")
+	fl.IntVar(&m.maxBG, "max-background", 64, "kernel readahead READs in flight (tuning)")
+	fl.BoolVar(&m.kernelCache, "kernel-cache", true, "keep file pages cached in the kernel across opens (tuning: builds never change)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 }
 
@@ -446,8 +461,10 @@ func serve(client *api.Client, mountpoint string, mf *mountFlags, stderr io.Writ
 
 	logger := log.New(stderr, "", log.LstdFlags)
 	fsys := fs.New(fs.Config{Client: client, Cache: c, Disk: disk, Orgs: mf.orgs,
-		UID: uint32(mf.uid), GID: uint32(mf.gid), DirTTL: mf.dirTTL, IOTimeout: mf.ioTimeout, Log: logger})
-	srv, err := fs.Mount(dir, fsys, fs.MountOptions{AllowOther: mf.allowOther, ReadAheadKB: mf.readAheadKB, Debug: mf.debug})
+		UID: uint32(mf.uid), GID: uint32(mf.gid), DirTTL: mf.dirTTL, IOTimeout: mf.ioTimeout, Log: logger,
+		DropPageCache: !mf.kernelCache})
+	srv, err := fs.Mount(dir, fsys, fs.MountOptions{AllowOther: mf.allowOther, ReadAheadKB: mf.readAheadKB,
+		MaxBackground: mf.maxBG, Debug: mf.debug})
 	if err != nil {
 		return err
 	}

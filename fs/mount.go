@@ -16,7 +16,10 @@ import (
 type MountOptions struct {
 	AllowOther  bool // let users other than the mounting one read
 	ReadAheadKB int  // kernel readahead for the mount; 0 means 4096
-	Debug       bool // log every FUSE request
+	// MaxBackground caps the kernel's asynchronous (readahead) READs in
+	// flight; 0 means 64. The kernel's own default of 12 starves prefetch.
+	MaxBackground int
+	Debug         bool // log every FUSE request
 }
 
 // Mount mounts fsys on dir and returns once the mount serves requests.
@@ -24,6 +27,10 @@ type MountOptions struct {
 func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
 	if err := checkMountpoint(dir); err != nil {
 		return nil, err
+	}
+	maxBackground := mo.MaxBackground
+	if maxBackground <= 0 {
+		maxBackground = 64
 	}
 	neg := fsys.cfg.DirTTL
 	dirTTL := fsys.cfg.DirTTL
@@ -44,8 +51,8 @@ func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
 			Options:           []string{"ro"},
 			AllowOther:        mo.AllowOther,
 			MaxWrite:          1 << 20, // also max_read and max_pages: 1 MiB READs
-			MaxBackground:     64,      // readahead READs in flight; the kernel's 12 starves prefetch
-			DisableSplice:     true,    // data comes from memory; splice only adds a failing attempt per READ
+			MaxBackground:     maxBackground,
+			DisableSplice:     true, // data comes from memory; splice only adds a failing attempt per READ
 			DisableXAttrs:     true,
 			// IgnoreSecurityLabels spares a GETXATTR per file for security.* labels.
 			IgnoreSecurityLabels: true,

@@ -363,7 +363,11 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	key := fileKey(n.e.build, n.e.art.Type)
 	cf := f.remote(n.e).cached(f.cfg.Cache, key, int64(n.attr.Size), n.e.art.Checksum)
 	// Pages stay cached across opens: the bytes of a build never change.
-	return &fileHandle{node: n, r: cf.NewReader()}, fuse.FOPEN_KEEP_CACHE, 0
+	fopen := uint32(fuse.FOPEN_KEEP_CACHE)
+	if f.cfg.DropPageCache {
+		fopen = 0
+	}
+	return &fileHandle{node: n, r: cf.NewReader()}, fopen, 0
 }
 
 type fileHandle struct {

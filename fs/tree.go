@@ -35,7 +35,11 @@ type Config struct {
 	UID, GID  uint32
 	DirTTL    time.Duration // how long org and app listings are trusted
 	IOTimeout time.Duration // bound on one read, retries included
-	Log       *log.Logger
+	// DropPageCache lets the kernel drop a file's cached pages at every
+	// open, as for files that may change. Builds never do; this exists to
+	// measure what keeping them is worth.
+	DropPageCache bool
+	Log           *log.Logger
 }
 
 // FS holds the state shared by every node of one mount.
