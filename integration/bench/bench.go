@@ -38,6 +38,8 @@ type bench struct {
 	rcloneNotes []string
 	rcloneDown  map[string]error // modes whose mount failed
 
+	leverDefaults map[string]string // mount flag -> its default, from mount --help
+
 	seq int // numbers scratch directories and logs
 }
 
@@ -71,6 +73,9 @@ func (b *bench) setup() error {
 		return fmt.Errorf("start the emulator: %w", err)
 	}
 	b.fx = fx
+	if !b.cfg.figures {
+		return nil // the levers need neither the local copy nor rclone
+	}
 	b.local = filepath.Join(b.work, "local.ipa")
 	if err := fx.writeLocalCopy(b.local); err != nil {
 		return err
@@ -220,8 +225,9 @@ func (b *bench) newDir(kind string) (string, error) {
 	return dir, nil
 }
 
-// mountOurs mounts appliveryfs with the given cache directory.
-func (b *bench) mountOurs(label, cacheDir string) (*mountProc, error) {
+// mountOurs mounts appliveryfs with the given cache directory and any
+// extra flags.
+func (b *bench) mountOurs(label, cacheDir string, extra ...string) (*mountProc, error) {
 	dir, err := b.newDir("mnt")
 	if err != nil {
 		return nil, err
@@ -233,8 +239,8 @@ func (b *bench) mountOurs(label, cacheDir string) (*mountProc, error) {
 		file:    b.fx.mountPath(),
 		logPath: filepath.Join(b.logs, fmt.Sprintf("%02d-appliveryfs-%s.log", b.seq, label)),
 		env:     append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token()),
-		argv: []string{b.bin, "mount", "--api-url", emu.APIURL(), "--download-url", emu.DownloadURL(),
-			"--cache-dir", cacheDir, "--cache-size", fmt.Sprint(cacheSize), dir},
+		argv: append(append([]string{b.bin, "mount", "--api-url", emu.APIURL(), "--download-url", emu.DownloadURL(),
+			"--cache-dir", cacheDir, "--cache-size", fmt.Sprint(cacheSize)}, extra...), dir),
 	})
 }
 

@@ -2,8 +2,11 @@
 // to a baseline measured in the same run: curl for cold downloads, a local
 // copy of the file for cached reads, a direct HTTP client for the time to
 // first byte and, when it is installed, rclone mount serving the same bytes.
+// After the figures, the levers section measures each read-path tuning
+// flag of the mount at its default and at an alternative.
 //
 //	go run ./integration/bench [--size 1G] [--entries 2000] [--runs 3] [--bin PATH] [--keep-going]
+//	    [--levers=false | --only figures | --only levers]
 //
 // The Applivery emulator runs in this process on 127.0.0.1; each mount is
 // a subprocess of the appliveryfs binary, so that its peak RSS can be read
@@ -28,6 +31,8 @@ type config struct {
 	bin         string
 	keepGoing   bool
 	rcloneModes []string
+	figures     bool // measure the figures against their baselines
+	levers      bool // measure the tuning levers
 }
 
 func main() {
@@ -51,6 +56,8 @@ func parseFlags(args []string) (config, error) {
 	fl.StringVar(&cfg.bin, "bin", "", "appliveryfs binary to mount with (default: build one from the module)")
 	fl.BoolVar(&cfg.keepGoing, "keep-going", false, "after a failed figure, go on with the others")
 	modes := fl.String("rclone-modes", "off,full", "rclone --vfs-cache-mode values to compare with; empty to skip rclone")
+	fl.BoolVar(&cfg.levers, "levers", true, "after the figures, measure each tuning lever of the mount")
+	only := fl.String("only", "", `"figures" or "levers": measure only that section`)
 	if err := fl.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -62,6 +69,16 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.runs < 1 || cfg.entries < 1 {
 		return cfg, errors.New("--runs and --entries must be at least 1")
+	}
+	switch *only {
+	case "":
+		cfg.figures = true
+	case "figures":
+		cfg.figures, cfg.levers = true, false
+	case "levers":
+		cfg.levers = true
+	default:
+		return cfg, fmt.Errorf("--only %q: want figures or levers", *only)
 	}
 	for _, m := range strings.Split(*modes, ",") {
 		if m = strings.TrimSpace(m); m != "" {
@@ -107,7 +124,13 @@ func run(cfg config) int {
 		fmt.Fprintf(os.Stderr, "bench: setup: %v\n", err)
 		return 1
 	}
-	failures := b.runFigures()
+	var failures []error
+	if cfg.figures {
+		failures = b.runFigures()
+	}
+	if cfg.levers && (len(failures) == 0 || cfg.keepGoing) && !b.cleanup.interrupted.Load() {
+		failures = append(failures, b.runLevers()...)
+	}
 	if b.cleanup.interrupted.Load() {
 		b.cleanup.run() // waits for the signal handler's cleanup
 		return 130

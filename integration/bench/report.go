@@ -11,7 +11,7 @@ import (
 // row is one line of the report's table.
 type row struct{ figure, ours, baseline, ratio, target, met string }
 
-// report prints the header, the table and the notes.
+// report prints the header, the tables and their notes.
 func (b *bench) report(w io.Writer, failures []error) {
 	fmt.Fprintf(w, "\nappliveryfs benchmark, %s\n", time.Now().Format(time.RFC1123))
 	for _, line := range b.machine {
@@ -28,6 +28,24 @@ func (b *bench) report(w io.Writer, failures []error) {
 	fmt.Fprintln(w, "          (rclone's file server gets the same caps); all other figures run without caps")
 	fmt.Fprintln(w, "  cold:   drop_caches (sync; echo 3 > /proc/sys/vm/drop_caches) right before the local-copy reads marked")
 	fmt.Fprintln(w, "          \"after drop_caches\" and before each read after a remount; 3b reuses the --cache-dir of 1")
+	if b.cfg.figures {
+		b.reportFigures(w)
+	}
+	if b.cfg.levers {
+		b.reportLevers(w)
+	}
+	for _, err := range failures {
+		fmt.Fprintf(w, "FAILED: %v\n", err)
+	}
+	if b.cfg.figures {
+		met, total := countMet(b.rows())
+		fmt.Fprintf(w, "targets met: %d of %d\n", met, total)
+	}
+	fmt.Fprintf(w, "daemon logs: %s\n", b.logs)
+}
+
+// reportFigures prints the figures' table and its notes.
+func (b *bench) reportFigures(w io.Writer) {
 	fmt.Fprintln(w)
 	writeTable(w, b.rows())
 	fmt.Fprintln(w)
@@ -39,12 +57,6 @@ func (b *bench) report(w io.Writer, failures []error) {
 			fmt.Fprintf(w, "note: rclone --vfs-cache-mode %s failed, its rows are incomplete: %v\n", mode, err)
 		}
 	}
-	for _, err := range failures {
-		fmt.Fprintf(w, "FAILED: %v\n", err)
-	}
-	met, total := countMet(b.rows())
-	fmt.Fprintf(w, "targets met: %d of %d\n", met, total)
-	fmt.Fprintf(w, "daemon logs: %s\n", b.logs)
 }
 
 // rows builds the table from the results.
@@ -248,14 +260,21 @@ func countMet(rows []row) (met, total int) {
 	return met, total
 }
 
-// writeTable prints rows as aligned columns separated by " | ".
+// writeTable prints the figures' rows as a table.
 func writeTable(w io.Writer, rows []row) {
-	header := row{"figure", "appliveryfs", "baseline", "ratio", "target", "met?"}
-	all := append([]row{header}, rows...)
-	cells := func(r row) []string { return []string{r.figure, r.ours, r.baseline, r.ratio, r.target, r.met} }
-	widths := make([]int, 6)
-	for _, r := range all {
-		for i, c := range cells(r) {
+	cells := make([][]string, len(rows))
+	for i, r := range rows {
+		cells[i] = []string{r.figure, r.ours, r.baseline, r.ratio, r.target, r.met}
+	}
+	writeColumns(w, []string{"figure", "appliveryfs", "baseline", "ratio", "target", "met?"}, cells)
+}
+
+// writeColumns prints a header and rows as aligned columns separated by
+// " | ".
+func writeColumns(w io.Writer, header []string, rows [][]string) {
+	widths := make([]int, len(header))
+	for _, r := range append([][]string{header}, rows...) {
+		for i, c := range r {
 			widths[i] = max(widths[i], len(c))
 		}
 	}
@@ -266,13 +285,13 @@ func writeTable(w io.Writer, rows []row) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(strings.Join(padded, " | "), " "))
 	}
-	line(cells(header))
-	seps := make([]string, 6)
+	line(header)
+	seps := make([]string, len(widths))
 	for i, n := range widths {
 		seps[i] = strings.Repeat("-", n)
 	}
 	fmt.Fprintln(w, strings.Join(seps, "-+-"))
 	for _, r := range rows {
-		line(cells(r))
+		line(r)
 	}
 }
