@@ -114,7 +114,7 @@ func (c *connFlags) register(fl *pflag.FlagSet) {
 // client builds an API client. The token is never taken from a flag value,
 // where it would show in ps and shell history.
 func (c *connFlags) client() (*api.Client, error) {
-	token := os.Getenv("APPLIVERY_TOKEN")
+	token := strings.TrimSpace(os.Getenv("APPLIVERY_TOKEN"))
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)
 		if err != nil {
@@ -463,6 +463,11 @@ func serve(client *api.Client, mountpoint string, mf *mountFlags, stderr io.Writ
 	fsys := fs.New(fs.Config{Client: client, Cache: c, Disk: disk, Orgs: mf.orgs,
 		UID: uint32(mf.uid), GID: uint32(mf.gid), DirTTL: mf.dirTTL, IOTimeout: mf.ioTimeout, Log: logger,
 		DropPageCache: !mf.kernelCache})
+	// Signals are caught before mounting, so that none arriving meanwhile
+	// kills the process and leaves a dead mount behind.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	srv, err := fs.Mount(dir, fsys, fs.MountOptions{AllowOther: mf.allowOther, ReadAheadKB: mf.readAheadKB,
 		MaxBackground: mf.maxBG, Debug: mf.debug})
 	if err != nil {
@@ -470,9 +475,6 @@ func serve(client *api.Client, mountpoint string, mf *mountFlags, stderr io.Writ
 	}
 	logger.Printf("appliveryfs: mounted on %s", dir)
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	if ready != nil {
@@ -488,7 +490,15 @@ func serve(client *api.Client, mountpoint string, mf *mountFlags, stderr io.Writ
 	if err := fs.Unmount(srv, dir); err != nil {
 		return err
 	}
-	<-done
+	// A busy mount was detached lazily: it is gone from the tree, but files
+	// still open keep it served until they close. A second signal stops
+	// waiting for them.
+	select {
+	case <-done:
+	case s := <-sigs:
+		logger.Printf("appliveryfs: %v: exiting while files are still open on the detached mount", s)
+		return nil
+	}
 	st := c.Stats()
 	logger.Printf("appliveryfs: unmounted; fetched %d blocks (%s), %d from disk cache, %d memory hits",
 		st.Fetches, humanBytes(st.FetchedBytes), st.DiskHits, st.MemHits)

@@ -5,6 +5,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -355,7 +356,8 @@ type DownloadToken struct {
 	ExpiresAt time.Time
 }
 
-func (t DownloadToken) String() string { return "(download token)" }
+func (t DownloadToken) String() string   { return "(download token)" }
+func (t DownloadToken) GoString() string { return "(download token)" }
 
 // MintToken asks for a download token of one build file.
 func (c *Client) MintToken(ctx context.Context, org, app, build string, typ DownloadType) (DownloadToken, error) {
@@ -414,6 +416,10 @@ func (c *Client) ResolveToken(ctx context.Context, tok DownloadToken) (*url.URL,
 		return target, nil
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	// An error page may echo the request path, and with it the token.
+	if tok.value != "" {
+		body = bytes.ReplaceAll(body, []byte(tok.value), []byte("(download token)"))
+	}
 	if err := decodeEnvelope(op, resp, body, nil); err != nil {
 		return nil, err
 	}

@@ -20,8 +20,9 @@ import (
 const defaultDeadline = 60 * time.Second
 
 // maxRemints bounds how often one read may mint a fresh URL because storage
-// called the previous one expired; more means something else is wrong.
-const maxRemints = 8
+// refused the previous one; more means something else is wrong (a bucket
+// policy, a clock skew), and every mint counts against the download quota.
+const maxRemints = 3
 
 // Object is one downloadable file of a build, read by byte ranges from
 // storage. It mints a download token and resolves it on first use, shares
@@ -87,7 +88,10 @@ func (o *Object) Stat(ctx context.Context) (int64, error) {
 	if err != nil {
 		return -1, err
 	}
-	return o.size.Load(), nil
+	if s := o.size.Load(); s >= 0 {
+		return s, nil
+	}
+	return -1, fmt.Errorf("learn size of %s: storage did not say the object's total size", o)
 }
 
 // ReadAt fills p from offset off. It returns fewer bytes only at the end

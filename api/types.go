@@ -247,8 +247,10 @@ func (b *Build) Artifacts() []Artifact {
 		return nil
 	}
 	pkg, orig := b.file("package"), b.file("original")
+	// A size of 0 is a placeholder some answers carry, never a build's
+	// size: trusting it would serve an empty file. Unknown is learnt instead.
 	pkgSize, pkgSum := int64(-1), ""
-	if pkg != nil && pkg.File.Size.Valid {
+	if pkg != nil && pkg.File.Size.Valid && pkg.File.Size.Value > 0 {
 		pkgSize, pkgSum = pkg.File.Size.Value, pkg.File.Checksum
 	} else if b.Size.Valid && b.Size.Value > 0 {
 		pkgSize = b.Size.Value
@@ -261,7 +263,7 @@ func (b *Build) Artifacts() []Artifact {
 			Artifact{Type: File, Ext: "apk", Size: pkgSize, Checksum: pkgSum})
 		if b.fromAAB() {
 			a := Artifact{Type: AAB, Ext: "aab", Size: -1}
-			if orig != nil && orig.File.Size.Valid {
+			if orig != nil && orig.File.Size.Valid && orig.File.Size.Value > 0 {
 				a.Size, a.Checksum = orig.File.Size.Value, orig.File.Checksum
 			}
 			out = append(out, a)

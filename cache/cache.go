@@ -52,6 +52,7 @@ type Cache struct {
 	mu       sync.Mutex
 	inflight map[blockKey]*block
 	fetching int // prefetches in flight
+	queued   int // blocks waiting for or in a disk write
 
 	freedMu sync.Mutex    // apart from mu: the LRU's evict callback takes it
 	freed   chan struct{} // closed (and replaced) when a memory slot frees up
@@ -76,6 +77,8 @@ type blockKey struct {
 type diskWrite struct {
 	key  blockKey
 	data []byte
+	file *File
+	gen  uint64 // the file's generation when fetched: a drop since makes the write stale
 }
 
 // New returns a cache. Close it to flush pending disk writes.
@@ -162,8 +165,14 @@ func (c *Cache) Stats() Stats {
 func (c *Cache) diskWriter() {
 	defer c.writers.Done()
 	for w := range c.diskWrites {
-		// A failed write (disk full) only costs a refetch later.
-		_ = c.cfg.Disk.WriteBlock(w.key.file, c.cfg.BlockSize, w.key.idx, w.data)
+		if w.file.gen.Load() == w.gen {
+			// A failed write (disk full) only costs a refetch later.
+			_ = c.cfg.Disk.WriteBlock(w.key.file, c.cfg.BlockSize, w.key.idx, w.data)
+		}
+		c.mu.Lock()
+		c.queued--
+		c.mu.Unlock()
+		c.signalFreed()
 	}
 }
 
@@ -182,49 +191,52 @@ func (c *Cache) freedChan() chan struct{} {
 
 // block is one block of a file, complete or being filled.
 type block struct {
-	data []byte // final length; immutable once filled
+	data  []byte     // final length; immutable once filled
+	state *fillState // who wants the fill; what a hold keeps
 
 	mu     sync.Mutex
 	filled int           // leading bytes of data that are final
 	err    error         // set when the fill failed
 	done   bool          // fill finished, with or without err
 	wake   chan struct{} // closed and replaced whenever filled, err or done change
+}
+
+// fillState counts who still wants a fill: readers waiting for it and
+// prefetchers that started it. When the last one lets go of an unfinished
+// fill (Ctrl-C on cp), its request is cancelled. It holds no data, so a
+// reader's holds never keep blocks alive past the cache's budget.
+type fillState struct {
+	mu     sync.Mutex
+	refs   int
+	done   bool
 	cancel context.CancelFunc
-	// refs counts who still wants the fill: readers waiting for it and
-	// prefetchers that started it. When the last one lets go of an
-	// unfinished fill (Ctrl-C on cp), its request is cancelled.
-	refs int
 }
 
-func (b *block) complete() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.done && b.err == nil
-}
-
-func (b *block) finished() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.done
-}
-
-// hold registers interest in the fill.
-func (b *block) hold() {
-	b.mu.Lock()
-	b.refs++
-	b.mu.Unlock()
+func (s *fillState) hold() {
+	s.mu.Lock()
+	s.refs++
+	s.mu.Unlock()
 }
 
 // release drops interest, cancelling the fill if nobody else wants it.
-func (b *block) release() {
-	b.mu.Lock()
-	b.refs--
-	orphan := b.refs <= 0 && !b.done
-	b.mu.Unlock()
+func (s *fillState) release() {
+	s.mu.Lock()
+	s.refs--
+	orphan := s.refs <= 0 && !s.done
+	s.mu.Unlock()
 	if orphan {
-		b.cancel()
+		s.cancel()
 	}
 }
+
+func (s *fillState) finished() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
+}
+
+func (b *block) hold()    { b.state.hold() }
+func (b *block) release() { b.state.release() }
 
 func (b *block) progress(n int) {
 	b.mu.Lock()
@@ -245,6 +257,16 @@ func (b *block) finish(err error) {
 	close(b.wake)
 	b.wake = make(chan struct{})
 	b.mu.Unlock()
+	b.state.mu.Lock()
+	b.state.done = true
+	b.state.mu.Unlock()
+}
+
+// complete reports whether every byte of the block is final.
+func (b *block) complete() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.filled == len(b.data)
 }
 
 // waitFor blocks until the first n bytes are final, the fill fails, or ctx ends.
@@ -298,12 +320,19 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 		if !demand {
 			limit = c.slots - c.slots/4 // keep a quarter for demand reads
 		}
-		for c.lru.Len()+len(c.inflight) >= limit && c.lru.Len() > 0 {
+		for c.usedLocked() >= limit && c.lru.Len() > 0 {
 			c.mu.Unlock()
 			c.lru.RemoveOldest()
 			c.mu.Lock()
 		}
-		if c.lru.Len()+len(c.inflight) >= limit {
+		// Making room let go of mu: another reader may have started this
+		// very block meanwhile.
+		if b, ok := c.inflight[key]; ok {
+			b.hold()
+			c.mu.Unlock()
+			return b, nil
+		}
+		if c.usedLocked() >= limit {
 			wait := c.freedChan()
 			c.mu.Unlock()
 			if !demand {
@@ -324,9 +353,9 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 			c.mu.Unlock()
 			return nil, errors.New("cache closed")
 		}
-		b := &block{data: make([]byte, f.blockLen(idx)), wake: make(chan struct{}), refs: 1}
-		var fctx context.Context
-		fctx, b.cancel = context.WithTimeout(c.base, c.cfg.IOTimeout)
+		b := &block{data: make([]byte, f.blockLen(idx)), wake: make(chan struct{}), state: &fillState{refs: 1}}
+		fctx, cancel := context.WithTimeout(c.base, c.cfg.IOTimeout)
+		b.state.cancel = cancel
 		c.inflight[key] = b
 		if !demand {
 			c.fetching++
@@ -343,7 +372,7 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 // reader: a reader that gives up must not fail the others waiting.
 func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefetch bool) {
 	defer c.fills.Done()
-	defer b.cancel()
+	defer b.state.cancel()
 	var err error
 	fromDisk := false
 	if d := c.cfg.Disk; d != nil {
@@ -367,29 +396,48 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 	}
 	// Move the block from in flight to cached in one step, so that the
 	// budget never sees it in neither place (and admits one block too many).
+	gen := f.gen.Load()
+	queue := err == nil && !fromDisk && c.diskWrites != nil
 	c.mu.Lock()
 	if err == nil {
 		c.lru.Add(key, b)
 	}
-	delete(c.inflight, key)
+	if c.inflight[key] == b {
+		delete(c.inflight, key)
+	}
 	if prefetch {
 		c.fetching--
+	}
+	if queue {
+		c.queued++ // its memory stays in use until written, cached or not
 	}
 	c.mu.Unlock()
 	c.signalFreed() // a failed block frees its slot; a cached one can now be evicted
 	b.finish(err)
-	if err == nil {
-		// Hash in order as blocks arrive, off the readers' path; a
-		// mismatch found here fails the file's next read.
-		_ = f.verify(key.idx, b)
+	if err != nil {
+		return
 	}
-	if err == nil && !fromDisk && c.diskWrites != nil {
-		c.diskWrites <- diskWrite{key, b.data}
+	if !fromDisk {
+		f.needVerify()
+	}
+	// Hash in order as blocks arrive, off the readers' path; the read
+	// that completes the file completes the check (see File.checkWhole).
+	f.feedDigest(key.idx, b)
+	if queue {
+		c.diskWrites <- diskWrite{key: key, data: b.data, file: f, gen: gen}
 	}
 }
 
-// dropFile removes every block of a file from memory and disk.
+// usedLocked is the memory in use, in blocks: cached, being filled, or
+// waiting to be written to disk.
+func (c *Cache) usedLocked() int {
+	return c.lru.Len() + len(c.inflight) + c.queued
+}
+
+// dropFile removes every block of a file from memory and disk; disk
+// writes already queued for it are discarded.
 func (c *Cache) dropFile(f *File) {
+	f.gen.Add(1)
 	for idx := int64(0); idx < f.nblocks; idx++ {
 		c.lru.Remove(blockKey{f.key, idx})
 	}

@@ -334,3 +334,74 @@ func TestDiskBackedRemount(t *testing.T) {
 		}
 	}
 }
+
+// TestMismatchFoundWhateverTheOrder reads a file backwards, the way a
+// reader that starts at the end (or out-of-order readahead) would: the
+// read that completes the file still gets the checksum verdict.
+func TestMismatchFoundWhateverTheOrder(t *testing.T) {
+	src := newMemSource(6*testBlock+77, 9)
+	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
+	f := c.File(FileKey{"cdcdcdcdcdcdcdcdcdcdcdcd", "file"}, int64(len(src.data)), sum([]byte("other")), src)
+	r := f.NewReader()
+	defer r.Close()
+	buf := make([]byte, 20_000)
+	var last error
+	for off := int64(len(src.data)) - 1; off >= 0; off -= int64(len(buf)) {
+		start := max(0, off-int64(len(buf))+1)
+		if _, err := r.ReadAt(context.Background(), buf[:off-start+1], start); err != nil {
+			last = err
+			break
+		}
+	}
+	if !errors.Is(last, ErrChecksum) {
+		t.Fatalf("reading every byte backwards: %v, want ErrChecksum", last)
+	}
+	// With the right checksum the same pattern passes and is counted.
+	f2 := c.File(FileKey{"dcdcdcdcdcdcdcdcdcdcdcdc", "file"}, int64(len(src.data)), sum(src.data), src)
+	r2 := f2.NewReader()
+	defer r2.Close()
+	for off := int64(len(src.data)) - 1; off >= 0; off -= int64(len(buf)) {
+		start := max(0, off-int64(len(buf))+1)
+		if _, err := r2.ReadAt(context.Background(), buf[:off-start+1], start); err != nil {
+			t.Fatalf("correct file read backwards: %v", err)
+		}
+	}
+	if st := c.Stats(); st.Verified != 1 || st.Mismatches != 1 {
+		t.Errorf("verified %d, mismatches %d; want 1 and 1", st.Verified, st.Mismatches)
+	}
+}
+
+// TestUnverifiedNetworkBlocksOfATrustedFile: a file verified on an earlier
+// run is not hashed again while it comes from disk, but is as soon as a
+// block has to come from storage.
+func TestUnverifiedNetworkBlocksOfATrustedFile(t *testing.T) {
+	dir := t.TempDir()
+	src := newMemSource(4*testBlock, 10)
+	key := FileKey{"efefefefefefefefefefefef", "file"}
+	d, err := OpenDisk(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.SetVerified(key, sum(src.data)); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is on disk, so every block comes from storage, whose bytes
+	// no longer match: the earlier verdict must not cover them.
+	c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Disk: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := c.File(key, int64(len(src.data)), sum(src.data), src).NewReader()
+	defer r.Close()
+	src.data[100] ^= 0xff // storage now serves other bytes than the checksum says
+	buf := make([]byte, 10_000)
+	var last error
+	for off := int64(0); off < int64(len(src.data)) && last == nil; off += int64(len(buf)) {
+		_, last = r.ReadAt(context.Background(), buf, off)
+	}
+	if !errors.Is(last, ErrChecksum) {
+		t.Errorf("a trusted file read from storage with other bytes: %v, want ErrChecksum", last)
+	}
+}

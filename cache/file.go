@@ -12,11 +12,15 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // ErrChecksum means a whole file was read and its digest differs from the
 // checksum the API gave. Its cached blocks have been dropped.
 var ErrChecksum = errors.New("file content does not match its checksum")
+
+// pageSize is the granularity at which File tracks what readers were served.
+const pageSize = 4096
 
 // File is one immutable file served through the cache.
 type File struct {
@@ -27,23 +31,38 @@ type File struct {
 	nblocks  int64
 	checksum string // lower-case hex digest from the API, "" for none
 
+	gen     atomic.Uint64 // bumped when the file's blocks are dropped
+	readers atomic.Int64  // open Readers
+	// failed fails every read once a mismatch is found, until the file is
+	// opened afresh with no other reader open: the kernel retries a failed
+	// page, and must not get bad bytes the second time.
+	failed atomic.Bool
+	// trusted skips the checksum: a run before verified the blocks on
+	// disk, which carry their own CRCs, and no block came from storage since.
+	trusted  atomic.Bool
+	verified atomic.Bool // the digest matched in this mount
+
 	vmu   sync.Mutex
+	vhash hash.Hash // running digest; nil when there is no usable checksum
 	vnext int64     // next block to feed the digest, in order
-	vhash hash.Hash // nil: nothing to verify, or already verified
-	// vfailed fails every read until the file is opened again: the kernel
-	// retries a failed page, and must not get the bad bytes the second time.
-	vfailed bool
+
+	// Which pages readers were served: once every page was, the reader
+	// that served the last one completes the digest and learns the verdict.
+	cmu      sync.Mutex
+	covered  []uint64 // bitmap of pages
+	ncovered int64
 }
 
 // File returns a cached view of a file of the given exact size. checksum,
-// when it is a hex MD5, SHA-1 or SHA-256, is checked once the whole file has
-// been read in order.
+// when it is a hex MD5, SHA-1 or SHA-256, is checked once every byte of the
+// file has been served to readers, in whatever order.
 func (c *Cache) File(key FileKey, size int64, checksum string, src Source) *File {
 	f := &File{c: c, key: key, src: src, size: size, checksum: strings.ToLower(strings.TrimSpace(checksum))}
 	f.nblocks = (size + c.cfg.BlockSize - 1) / c.cfg.BlockSize
 	f.vhash = newDigest(f.checksum)
-	if f.vhash != nil && c.cfg.Disk != nil && c.cfg.Disk.Verified(key, f.checksum) {
-		f.vhash = nil // checked on an earlier run; the blocks on disk carry their own CRCs
+	if f.vhash != nil {
+		f.covered = make([]uint64, (f.pages()+63)/64)
+		f.trusted.Store(c.cfg.Disk != nil && c.cfg.Disk.Verified(key, f.checksum))
 	}
 	return f
 }
@@ -66,17 +85,19 @@ func newDigest(sum string) hash.Hash {
 // Size is the file's exact size.
 func (f *File) Size() int64 { return f.size }
 
+func (f *File) pages() int64 { return (f.size + pageSize - 1) / pageSize }
+
 func (f *File) blockLen(idx int64) int64 {
 	return min(f.c.cfg.BlockSize, f.size-idx*f.c.cfg.BlockSize)
 }
 
 // NewReader returns a reader for one open of the file; it tracks the
-// access pattern to prefetch ahead of sequential reads.
+// access pattern to prefetch ahead of sequential reads. Close it.
 func (f *File) NewReader() *Reader {
-	f.vmu.Lock()
-	f.vfailed = false
-	f.vmu.Unlock()
-	return &Reader{f: f, next: -1, fetchedTo: -1, holds: make(map[int64]*block)}
+	if f.readers.Add(1) == 1 {
+		f.failed.Store(false) // a fresh attempt: the bad blocks are gone
+	}
+	return &Reader{f: f, next: -1, fetchedTo: -1, holds: make(map[int64]*fillState)}
 }
 
 // Reader reads a File for one open file handle.
@@ -84,10 +105,10 @@ type Reader struct {
 	f *File
 
 	mu        sync.Mutex
-	next      int64            // offset where a sequential reader reads next; -1 before any read
-	window    int              // blocks to keep fetched ahead; 0 for random access
-	fetchedTo int64            // last block prefetched in this sequential run; -1 for none
-	holds     map[int64]*block // unfinished fills this reader wants: read from, or fetched ahead
+	next      int64                // offset where a sequential reader reads next; -1 before any read
+	window    int                  // blocks to keep fetched ahead; 0 for random access
+	fetchedTo int64                // last block prefetched in this sequential run; -1 for none
+	holds     map[int64]*fillState // unfinished fills this reader wants: read from, or fetched ahead
 	closed    bool
 }
 
@@ -100,7 +121,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if rest := f.size - off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
-	if f.failed() {
+	if f.failed.Load() {
 		return 0, fmt.Errorf("%s: %w", f.key, ErrChecksum)
 	}
 	bs := f.c.cfg.BlockSize
@@ -115,8 +136,13 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return n, err
 		}
 	}
-	if n < len(p) {
-		return n, io.EOF
+	if f.served(off, n) {
+		if err := f.checkWhole(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if f.failed.Load() {
+		return 0, fmt.Errorf("%s: %w", f.key, ErrChecksum)
 	}
 	return n, nil
 }
@@ -134,14 +160,6 @@ func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int
 		n := 0
 		if err == nil {
 			n = copy(p[:want], b.data[inBlock:inBlock+want])
-			// Fills feed the digest in the background; the read of the last
-			// block completes it, so the failure reaches a reader.
-			if idx == f.nblocks-1 {
-				err = f.verify(idx, b)
-			}
-			if err == nil && f.failed() {
-				err = fmt.Errorf("%s: %w", f.key, ErrChecksum)
-			}
 		}
 		// The reader keeps its hold: it will likely read the rest of the
 		// block, and the fill must go on until it does or closes the file.
@@ -196,28 +214,27 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 }
 
 // keep holds an unfinished fill until the reader closes, so that closing
-// cancels what nobody waits for. A finished block needs no hold: holding
-// it would keep its memory reachable past the cache's budget.
+// cancels what nobody waits for. A finished fill needs no hold.
 func (r *Reader) keep(idx int64, b *block) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old, dup := r.holds[idx]
-	if r.closed || old == b || b.complete() {
+	if r.closed || old == b.state || b.state.finished() {
 		b.release()
 		return
 	}
 	if dup {
 		old.release() // a failed fill, replaced by a fresh one
 	}
-	r.holds[idx] = b
+	r.holds[idx] = b.state
 }
 
 // pruneLocked lets go of fills that have finished.
 func (r *Reader) pruneLocked() {
-	for idx, b := range r.holds {
-		if b.finished() {
+	for idx, s := range r.holds {
+		if s.finished() {
 			delete(r.holds, idx)
-			b.release()
+			s.release()
 		}
 	}
 }
@@ -227,53 +244,98 @@ func (r *Reader) pruneLocked() {
 func (r *Reader) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
 	r.closed = true
-	for idx, b := range r.holds {
+	for idx, s := range r.holds {
 		delete(r.holds, idx)
-		b.release()
+		s.release()
+	}
+	r.f.readers.Add(-1)
+}
+
+// needVerify notes that a block came from storage: whatever a run before
+// verified, these bytes have not been.
+func (f *File) needVerify() { f.trusted.Store(false) }
+
+// verifying reports whether the digest still has to be checked. vhash is
+// set once at creation, so reading it here needs no lock.
+func (f *File) verifying() bool { return f.vhash != nil && !f.trusted.Load() && !f.verified.Load() }
+
+// served records that bytes [off, off+n) reached a reader, and reports
+// whether every byte of the file has now been served. While that is so and
+// the check has not concluded (a fetch for it failed), every read retries it.
+func (f *File) served(off int64, n int) bool {
+	if f.covered == nil || n <= 0 {
+		return false
+	}
+	f.cmu.Lock()
+	defer f.cmu.Unlock()
+	if f.ncovered == f.pages() {
+		return true
+	}
+	for pg := off / pageSize; pg <= (off+int64(n)-1)/pageSize; pg++ {
+		if w, bit := pg/64, uint64(1)<<(pg%64); f.covered[w]&bit == 0 {
+			f.covered[w] |= bit
+			f.ncovered++
+		}
+	}
+	return f.ncovered == f.pages()
+}
+
+// feedDigest hashes blocks in order as they complete, starting at idx if
+// the digest is waiting for it, then any later ones already cached. It
+// runs in fills so that most of the hashing is done before a reader asks.
+func (f *File) feedDigest(idx int64, b *block) {
+	if !f.verifying() || !f.vmu.TryLock() {
+		return // a reader is completing the digest itself
+	}
+	defer f.vmu.Unlock()
+	for f.vnext == idx && idx < f.nblocks {
+		if !b.complete() {
+			return
+		}
+		f.vhash.Write(b.data)
+		f.vnext++
+		idx++
+		var ok bool
+		if b, ok = f.c.lru.Peek(blockKey{f.key, idx}); !ok {
+			return
+		}
 	}
 }
 
-func (f *File) failed() bool {
+// checkWhole completes the digest, fetching any block that was not hashed
+// yet, and compares it with the API's checksum. A mismatch drops the
+// file's blocks, fails its reads, and is returned.
+func (f *File) checkWhole(ctx context.Context) error {
+	if !f.verifying() {
+		return nil
+	}
 	f.vmu.Lock()
 	defer f.vmu.Unlock()
-	return f.vfailed
-}
-
-// verify feeds complete blocks, in order, to the file's digest, and checks
-// it when the last block is in. A mismatch drops the file's cached blocks.
-// It catches up on earlier blocks that are still cached, since concurrent
-// reads finish blocks out of order.
-func (f *File) verify(idx int64, b *block) error {
-	f.vmu.Lock()
-	defer f.vmu.Unlock()
-	if f.vhash == nil || idx < f.vnext {
+	if f.verified.Load() {
 		return nil
 	}
 	for f.vnext < f.nblocks {
-		next := b
-		if f.vnext != idx {
-			var ok bool
-			if next, ok = f.c.lru.Peek(blockKey{f.key, f.vnext}); !ok {
-				return nil
-			}
+		b, err := f.c.acquire(ctx, f, f.vnext, true)
+		if err != nil {
+			return err
 		}
-		next.mu.Lock()
-		complete := next.filled == len(next.data)
-		next.mu.Unlock()
-		if !complete {
-			return nil // still arriving; a later read feeds it
+		err = b.waitFor(ctx, len(b.data))
+		if err == nil {
+			f.vhash.Write(b.data)
+			f.vnext++
 		}
-		f.vhash.Write(next.data)
-		f.vnext++
+		b.release()
+		if err != nil {
+			return err
+		}
 	}
-	return f.finishVerify()
-}
-
-func (f *File) finishVerify() error {
 	got := hex.EncodeToString(f.vhash.Sum(nil))
 	if got == f.checksum {
-		f.vhash = nil
+		f.verified.Store(true)
 		f.c.stats.verified.Add(1)
 		if d := f.c.cfg.Disk; d != nil {
 			_ = d.SetVerified(f.key, f.checksum)
@@ -281,9 +343,14 @@ func (f *File) finishVerify() error {
 		return nil
 	}
 	f.c.stats.mismatches.Add(1)
-	f.vfailed = true
+	f.failed.Store(true)
 	f.c.dropFile(f)
+	// Start over: the next complete read is checked again from scratch.
 	f.vhash.Reset()
 	f.vnext = 0
+	f.cmu.Lock()
+	clear(f.covered)
+	f.ncovered = 0
+	f.cmu.Unlock()
 	return fmt.Errorf("%s: digest %s, API checksum %s: %w", f.key, got, f.checksum, ErrChecksum)
 }

@@ -32,7 +32,9 @@ func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
 	if maxBackground <= 0 {
 		maxBackground = 64
 	}
-	neg := fsys.cfg.DirTTL
+	// Short negative entries: a build looked up a moment before it is
+	// processed should appear soon after, not a whole listing TTL later.
+	neg := min(fsys.cfg.DirTTL, 5*time.Second)
 	dirTTL := fsys.cfg.DirTTL
 	opts := &gofs.Options{
 		// Explicit timeouts: a non-nil Options with nil pointers means 0 s,

@@ -23,6 +23,10 @@ const immutableTTL = 24 * time.Hour
 // blksize makes cp and friends read in large chunks.
 const blksize = 1 << 20
 
+// staleRetry is how long a listing whose refresh failed is served before
+// the API is asked again.
+const staleRetry = 10 * time.Second
+
 type dirLevel int
 
 const (
@@ -83,9 +87,6 @@ func (d *dirNode) listing(ctx context.Context) (*listing, error) {
 			return nil, err
 		}
 		nl := newListing(ents)
-		if old := l; old != nil {
-			keepLearntSizes(old, nl)
-		}
 		f.listMu.Lock()
 		f.listings[d.path] = nl
 		f.listMu.Unlock()
@@ -95,8 +96,17 @@ func (d *dirNode) listing(ctx context.Context) (*listing, error) {
 	case r := <-ch:
 		if r.Err != nil {
 			if l != nil {
-				// A stale listing beats an error: the API may be briefly down.
+				// A stale listing beats an error: the API may be briefly
+				// down. Trust it a while longer, so that every lookup does
+				// not wait for another failing refresh.
 				f.logOnce("list:"+d.path+r.Err.Error(), "appliveryfs: refresh /%s: %v (serving the previous listing)", d.path, r.Err)
+				f.listMu.Lock()
+				if f.listings[d.path] == l {
+					retry := *l
+					retry.at = time.Now().Add(-f.cfg.DirTTL).Add(min(f.cfg.DirTTL, staleRetry))
+					f.listings[d.path] = &retry
+				}
+				f.listMu.Unlock()
 				return l, nil
 			}
 			return nil, r.Err
@@ -104,16 +114,6 @@ func (d *dirNode) listing(ctx context.Context) (*listing, error) {
 		return r.Val.(*listing), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	}
-}
-
-func keepLearntSizes(old, nl *listing) {
-	for name, e := range nl.byName {
-		if o, ok := old.byName[name]; ok && e.kind == kindFile && e.knownSize() < 0 {
-			if s := o.knownSize(); s >= 0 {
-				e.size = s
-			}
-		}
 	}
 }
 
@@ -154,6 +154,8 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 // lookupNewBuild finds a build uploaded since the app was listed.
 func (d *dirNode) lookupNewBuild(ctx context.Context, id string) (*entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.fsys.cfg.IOTimeout)
+	defer cancel()
 	b, err := d.fsys.cfg.Client.Build(ctx, d.e.org.ID, d.e.app.ID, id)
 	if api.IsNotFound(err) {
 		return nil, nil
@@ -392,6 +394,12 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		e := errno(ctx, err)
 		if e == syscall.ENOENT || errors.Is(err, cache.ErrChecksum) || errors.Is(err, api.ErrSizeMismatch) {
 			e = syscall.EIO // a file that vanished or changed mid-read is an I/O error, not a missing name
+		}
+		if errors.Is(err, cache.ErrChecksum) {
+			// Pages already served are as bad as the rest: make the kernel
+			// forget them. From a goroutine: notifying from within a READ
+			// of the same inode deadlocks the kernel.
+			go h.node.NotifyContent(0, 0)
 		}
 		f.logOnce(fmt.Sprintf("read:%s:%d", h.node.path, e), "appliveryfs: read /%s at %d: %v", h.node.path, off, err)
 		return nil, e

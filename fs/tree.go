@@ -376,15 +376,22 @@ func (f *FS) fileSize(ctx context.Context, e *entry) (int64, error) {
 		return s, nil
 	}
 	key := fileKey(e.build, e.art.Type)
-	v, err, _ := f.group.Do("size:"+key.String(), func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.cfg.IOTimeout)
+	ch := f.group.DoChan("size:"+key.String(), func() (any, error) {
+		// Detached: one interrupted caller must not fail the others.
+		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.IOTimeout)
 		defer cancel()
 		return f.remote(e).obj.Stat(ctx)
 	})
-	if err != nil {
-		return -1, err
+	var r singleflight.Result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return -1, ctx.Err()
 	}
-	s := v.(int64)
+	if r.Err != nil {
+		return -1, r.Err
+	}
+	s := r.Val.(int64)
 	e.sizeMu.Lock()
 	e.size = s
 	e.sizeMu.Unlock()
