@@ -122,13 +122,21 @@ func (o *Object) ReadAtProgress(ctx context.Context, p []byte, off int64, progre
 	}
 	done := 0
 	err := o.withURL(ctx, fmt.Sprintf("read bytes %d-%d", off, off+int64(len(p))-1), func(ctx context.Context, loc *url.URL) error {
-		n, err := o.fetch(ctx, loc, p[done:], off+int64(done), func(n int) {
-			if progress != nil {
-				progress(done + n)
+		for done < len(p) {
+			n, err := o.fetch(ctx, loc, p[done:], off+int64(done), func(n int) {
+				if progress != nil {
+					progress(done + n)
+				}
+			})
+			done += n // keep what arrived before a cut connection
+			if err != nil {
+				return err // io.EOF itself, never wrapped: "end of object" is not a failure
 			}
-		})
-		done += n  // keep what arrived before a cut connection
-		return err // io.EOF itself, never wrapped: "end of object" is not a failure
+			if n == 0 {
+				return fmt.Errorf("storage answered bytes=%d- with no bytes", off+int64(done))
+			}
+		}
+		return nil
 	})
 	if err == nil && (done < len(p) || short) {
 		err = io.EOF
@@ -254,8 +262,10 @@ func (o *Object) invalidate(gen uint64) {
 	o.mu.Unlock()
 }
 
-// fetch reads len(p) bytes at off with one Range request. It returns how
-// many bytes arrived, so a cut connection resumes where it stopped.
+// fetch reads up to len(p) bytes at off with one Range request. It returns
+// how many bytes arrived, so a cut connection resumes where it stopped; a
+// storage that serves fewer bytes than asked (a capped range) returns them
+// with a nil error, and the end of the object returns io.EOF.
 func (o *Object) fetch(ctx context.Context, loc *url.URL, p []byte, off int64, progress func(int)) (int, error) {
 	end := off + int64(len(p)) - 1
 	op := fmt.Sprintf("storage read of %s", o)
@@ -274,11 +284,14 @@ func (o *Object) fetch(ctx context.Context, loc *url.URL, p []byte, off int64, p
 	var total int64 = -1
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		start, t, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		start, last, t, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != off {
 			return 0, fmt.Errorf("%s: bad Content-Range %q for bytes=%d-%d", op, resp.Header.Get("Content-Range"), off, end)
 		}
 		total = t
+		if last < end {
+			p = p[:last-off+1] // a capped range, or the end of the object
+		}
 	case http.StatusOK:
 		// Storage ignored Range: the body is the whole object. Skip to off.
 		total = resp.ContentLength
@@ -288,7 +301,7 @@ func (o *Object) fetch(ctx context.Context, loc *url.URL, p []byte, off int64, p
 			}
 		}
 	case http.StatusRequestedRangeNotSatisfiable:
-		if _, t, ok := parseContentRange(resp.Header.Get("Content-Range")); ok {
+		if _, _, t, ok := parseContentRange(resp.Header.Get("Content-Range")); ok {
 			if err := o.checkSize(t); err != nil {
 				return 0, fmt.Errorf("%s: %w", op, err)
 			}
@@ -313,6 +326,7 @@ func (o *Object) fetch(ctx context.Context, loc *url.URL, p []byte, off int64, p
 			p = p[:rest]
 		}
 	}
+	atEnd := total >= 0 && off+int64(len(p)) == total && off+int64(len(p)) <= end
 	if err := o.checkETag(resp.Header.Get("ETag")); err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
@@ -329,6 +343,9 @@ func (o *Object) fetch(ctx context.Context, loc *url.URL, p []byte, off int64, p
 		if progress != nil {
 			progress(n)
 		}
+	}
+	if atEnd {
+		return n, io.EOF
 	}
 	return n, nil
 }
@@ -369,36 +386,38 @@ func (o *Object) checkETag(etag string) error {
 	return nil
 }
 
-// parseContentRange parses "bytes a-b/total" (total may be "*": -1).
-func parseContentRange(h string) (start, total int64, ok bool) {
+// parseContentRange parses "bytes a-b/total" (total may be "*": -1) and
+// the 416 form "bytes */total" (start and end -1).
+func parseContentRange(h string) (start, end, total int64, ok bool) {
 	rest, found := strings.CutPrefix(strings.TrimSpace(h), "bytes ")
 	if !found {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	rng, tot, found := strings.Cut(rest, "/")
 	if !found {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	total = -1
 	if tot != "*" {
 		t, err := strconv.ParseInt(tot, 10, 64)
 		if err != nil || t < 0 {
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
 		total = t
 	}
-	if rng == "*" { // 416 form
-		return 0, total, true
+	if rng == "*" {
+		return -1, -1, total, true
 	}
-	a, _, found := strings.Cut(rng, "-")
+	a, b, found := strings.Cut(rng, "-")
 	if !found {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	s, err := strconv.ParseInt(a, 10, 64)
-	if err != nil {
-		return 0, 0, false
+	start, err1 := strconv.ParseInt(a, 10, 64)
+	end, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || start < 0 || end < start || (total >= 0 && end >= total) {
+		return 0, 0, 0, false
 	}
-	return s, total, true
+	return start, end, total, true
 }
 
 // urlExpired reports whether storage refused the URL as expired or no

@@ -656,3 +656,45 @@ func TestObjectExpiredURLStatuses(t *testing.T) {
 		})
 	}
 }
+
+// TestObjectCappedRanges: a storage that answers fewer bytes than asked
+// (with a correct Content-Range) is read to the end without errors.
+func TestObjectCappedRanges(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1000) // 16000 bytes
+	var mu sync.Mutex
+	requests := 0
+	storage := localServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		var a, b int
+		if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b); err != nil {
+			http.Error(w, "want a range", http.StatusBadRequest)
+			return
+		}
+		b = min(b, a+999, len(payload)-1) // at most 1000 bytes an answer
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, b, len(payload)))
+		w.Header().Set("Content-Length", fmt.Sprint(b-a+1))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(payload[a : b+1])
+	}))
+	download := localServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, storage.URL+"/o", http.StatusFound)
+	}))
+	apiHost := envelopeServer(t, 200, nil, `{"status":true,"data":{"token":"t","expiresAt":"2099-01-01T00:00:00Z"}}`)
+	c := newClient(t, apiHost.URL, download.URL, "tok")
+	obj := c.Object("o", "a", "b", api.File, int64(len(payload)))
+	buf := make([]byte, 5000)
+	start := time.Now()
+	n, err := obj.ReadAt(ctxTimeout(t, 10*time.Second), buf, 12000)
+	if n != 4000 || err != io.EOF || !bytes.Equal(buf[:n], payload[12000:]) {
+		t.Fatalf("ReadAt past the end through capped ranges = %d, %v", n, err)
+	}
+	n, err = obj.ReadAt(ctxTimeout(t, 10*time.Second), buf, 1234)
+	if n != 5000 || err != nil || !bytes.Equal(buf, payload[1234:6234]) {
+		t.Fatalf("ReadAt through capped ranges = %d, %v", n, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("capped ranges took %v: treated as failures and backed off", d)
+	}
+}
