@@ -66,6 +66,9 @@ type mountConfig struct {
 	ioTimeout time.Duration
 	prefetch  int
 	dirTTL    time.Duration
+	orgs      []string
+	uid, gid  uint32
+	token     string // "" for the emulator's own
 }
 
 // mounted is a live mount of the filesystem, served in this process.
@@ -92,7 +95,10 @@ func mount(t *testing.T, emu *emulator.Server, mc mountConfig) *mounted {
 	if mc.dirTTL == 0 {
 		mc.dirTTL = time.Minute
 	}
-	client, err := api.NewClient(api.Config{APIURL: emu.APIURL(), DownloadURL: emu.DownloadURL(), Token: emu.Token()})
+	if mc.token == "" {
+		mc.token = emu.Token()
+	}
+	client, err := api.NewClient(api.Config{APIURL: emu.APIURL(), DownloadURL: emu.DownloadURL(), Token: mc.token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +111,7 @@ func mount(t *testing.T, emu *emulator.Server, mc mountConfig) *mounted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsys := fs.New(fs.Config{Client: client, Cache: c, Disk: disk, UID: 0, GID: 0,
+	fsys := fs.New(fs.Config{Client: client, Cache: c, Disk: disk, UID: mc.uid, GID: mc.gid, Orgs: mc.orgs,
 		DirTTL: mc.dirTTL, IOTimeout: mc.ioTimeout, Log: log.New(testWriter{t}, "", 0)})
 	srv, err := fs.Mount(dir, fsys, fs.MountOptions{})
 	if err != nil {

@@ -554,3 +554,29 @@ func TestInterruptStopsFetching(t *testing.T) {
 		t.Errorf("the whole file was fetched (%d bytes) although cp was interrupted", after)
 	}
 }
+
+// TestOrgFilterAndOwner: --org limits the root, --uid/--gid own every file.
+func TestOrgFilterAndOwner(t *testing.T) {
+	emu := startEmulator(t, nil)
+	m := mount(t, emu, mountConfig{orgs: []string{"beta-labs"}, uid: 1234, gid: 4321})
+	if got := listDir(t, m.dir); strings.Join(got, ",") != "beta-labs" {
+		t.Errorf("root with --org beta-labs lists %v", got)
+	}
+	if _, err := os.Stat(m.path("acme")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an organization left out by --org: %v, want ENOENT", err)
+	}
+	out := run(t, "find", m.dir, "-mindepth", "1", "-not", "-user", "1234", "-o", "-mindepth", "1", "-not", "-group", "4321")
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("files not owned by 1234:4321:\n%s", out)
+	}
+}
+
+// TestRejectedTokenIsEACCES: a token the API rejects (revoked after
+// mounting) shows as a permission error, not as missing files.
+func TestRejectedTokenIsEACCES(t *testing.T) {
+	emu := startEmulator(t, nil)
+	m := mount(t, emu, mountConfig{token: "revoked-token"})
+	if _, err := os.ReadDir(m.dir); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("listing with a rejected token: %v, want EACCES", err)
+	}
+}
