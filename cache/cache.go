@@ -422,7 +422,7 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 	}
 	// Hash in order as blocks arrive, off the readers' path; the read
 	// that completes the file completes the check (see File.checkWhole).
-	f.feedDigest(key.idx, b)
+	f.feedDigest()
 	if queue {
 		c.diskWrites <- diskWrite{key: key, data: b.data, file: f, gen: gen}
 	}

@@ -42,9 +42,10 @@ type File struct {
 	trusted  atomic.Bool
 	verified atomic.Bool // the digest matched in this mount
 
-	vmu   sync.Mutex
-	vhash hash.Hash // running digest; nil when there is no usable checksum
-	vnext int64     // next block to feed the digest, in order
+	vmu      sync.Mutex
+	vhash    hash.Hash   // running digest; nil when there is no usable checksum
+	vnext    int64       // next block to feed the digest, in order
+	vpending atomic.Bool // a fill found vmu taken: the holder must look again
 
 	// Which pages readers were served: once every page was, the reader
 	// that served the last one completes the digest and learns the verdict.
@@ -284,24 +285,32 @@ func (f *File) served(off int64, n int) bool {
 	return f.ncovered == f.pages()
 }
 
-// feedDigest hashes blocks in order as they complete, starting at idx if
-// the digest is waiting for it, then any later ones already cached. It
-// runs in fills so that most of the hashing is done before a reader asks.
-func (f *File) feedDigest(idx int64, b *block) {
-	if !f.verifying() || !f.vmu.TryLock() {
-		return // a reader is completing the digest itself
+// feedDigest hashes blocks in order as they complete: the next block the
+// digest needs, then any later ones already cached. It runs in fills so
+// that most of the hashing is done before a reader asks for the verdict.
+// A fill never waits for another: if the digest is busy it leaves a note,
+// and the busy one looks again before it leaves, so no block is skipped.
+func (f *File) feedDigest() {
+	if !f.verifying() {
+		return
 	}
-	defer f.vmu.Unlock()
-	for f.vnext == idx && idx < f.nblocks {
-		if !b.complete() {
+	for {
+		f.vpending.Store(true) // before TryLock: see the loop's end
+		if !f.vmu.TryLock() {
 			return
 		}
-		f.vhash.Write(b.data)
-		f.vnext++
-		idx++
-		var ok bool
-		if b, ok = f.c.lru.Peek(blockKey{f.key, idx}); !ok {
-			return
+		f.vpending.Store(false)
+		for f.vnext < f.nblocks {
+			b, ok := f.c.lru.Peek(blockKey{f.key, f.vnext})
+			if !ok || !b.complete() {
+				break
+			}
+			f.vhash.Write(b.data)
+			f.vnext++
+		}
+		f.vmu.Unlock()
+		if !f.vpending.Load() {
+			return // nobody came by while we held it
 		}
 	}
 }
