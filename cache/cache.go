@@ -25,7 +25,7 @@ type Source interface {
 // Config sizes a Cache.
 type Config struct {
 	BlockSize   int64         // bytes per block; default 4 MiB
-	MemoryBytes int64         // budget for cached plus in-flight blocks; default 256 MiB
+	MemoryBytes int64         // budget for cached, in-flight and queued-for-disk blocks; default 256 MiB
 	Disk        *Disk         // persistent cache; nil for none
 	IOTimeout   time.Duration // bound on fetching one block; default 60 s
 	MaxAhead    int           // prefetch window cap, in blocks; default 16
@@ -125,7 +125,9 @@ func New(cfg Config) (*Cache, error) {
 	}
 	c.lru = l
 	if cfg.Disk != nil {
-		c.diskWrites = make(chan diskWrite, 8) // small: queued blocks hold memory outside the budget
+		// Queued blocks count against the memory budget (queued), so a
+		// disk slower than the network slows fetching instead of growing memory.
+		c.diskWrites = make(chan diskWrite, 8)
 		for range 2 {
 			c.writers.Add(1)
 			go c.diskWriter()
