@@ -240,6 +240,17 @@ func (r *Reader) pruneLocked() {
 	}
 }
 
+// Pause lets go of everything this reader fetched ahead, cancelling the
+// fetches no read waits for, and restarts its access pattern. A process
+// closing its descriptor (or dying: Ctrl-C on cp) pauses the reader long
+// before the last read in flight allows it to be closed.
+func (r *Reader) Pause() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.releaseLocked()
+	r.next, r.window, r.fetchedTo = -1, 0, -1
+}
+
 // Close stops prefetching for this reader and cancels the fetches it
 // started that no reader waits for.
 func (r *Reader) Close() {
@@ -249,11 +260,15 @@ func (r *Reader) Close() {
 		return
 	}
 	r.closed = true
+	r.releaseLocked()
+	r.f.readers.Add(-1)
+}
+
+func (r *Reader) releaseLocked() {
 	for idx, s := range r.holds {
 		delete(r.holds, idx)
 		s.release()
 	}
-	r.f.readers.Add(-1)
 }
 
 // needVerify notes that a block came from storage: whatever a run before

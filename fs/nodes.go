@@ -379,6 +379,7 @@ type fileHandle struct {
 
 var (
 	_ gofs.FileReader   = (*fileHandle)(nil)
+	_ gofs.FileFlusher  = (*fileHandle)(nil)
 	_ gofs.FileReleaser = (*fileHandle)(nil)
 )
 
@@ -405,6 +406,15 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return nil, e
 	}
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Flush comes with every close(2), while the kernel's readahead READs may
+// still be in flight; Release only after they end. A process gone (Ctrl-C
+// on cp) should not keep storage busy that long, so prefetch stops here.
+// Another descriptor of the same open file may read on: prefetch resumes.
+func (h *fileHandle) Flush(context.Context) syscall.Errno {
+	h.r.Pause()
+	return 0
 }
 
 func (h *fileHandle) Release(context.Context) syscall.Errno {
