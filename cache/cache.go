@@ -49,10 +49,10 @@ type Cache struct {
 	slots int // blocks the memory budget holds
 	lru   *lru.Cache[blockKey, *block]
 
-	mu       sync.Mutex
-	inflight map[blockKey]*block
-	fetching int // prefetches in flight
-	queued   int // blocks waiting for or in a disk write
+	mu        sync.Mutex
+	inflight  map[blockKey]*block
+	fetching  int          // prefetches in flight
+	queuedOut atomic.Int64 // blocks evicted from the LRU but still waiting for a disk write
 
 	freedMu sync.Mutex    // apart from mu: the LRU's evict callback takes it
 	freed   chan struct{} // closed (and replaced) when a memory slot frees up
@@ -75,10 +75,9 @@ type blockKey struct {
 }
 
 type diskWrite struct {
-	key  blockKey
-	data []byte
-	file *File
-	gen  uint64 // the file's generation when fetched: a drop since makes the write stale
+	key   blockKey
+	block *block
+	file  *File
 }
 
 // New returns a cache. Close it to flush pending disk writes.
@@ -119,13 +118,13 @@ func New(cfg Config) (*Cache, error) {
 		inflight: make(map[blockKey]*block),
 		freed:    make(chan struct{}),
 	}
-	l, err := lru.NewWithEvict[blockKey, *block](slots, func(blockKey, *block) { c.signalFreed() })
+	l, err := lru.NewWithEvict[blockKey, *block](slots, c.evicted)
 	if err != nil {
 		return nil, err
 	}
 	c.lru = l
 	if cfg.Disk != nil {
-		// Queued blocks count against the memory budget (queued), so a
+		// Queued blocks count against the memory budget (queuedOut), so a
 		// disk slower than the network slows fetching instead of growing memory.
 		c.diskWrites = make(chan diskWrite, 8)
 		for range 2 {
@@ -167,13 +166,14 @@ func (c *Cache) Stats() Stats {
 func (c *Cache) diskWriter() {
 	defer c.writers.Done()
 	for w := range c.diskWrites {
-		if w.file.gen.Load() == w.gen {
+		// A write from before a drop (a checksum mismatch) is stale.
+		if w.file.gen.Load() == w.block.gen {
 			// A failed write (disk full) only costs a refetch later.
-			_ = c.cfg.Disk.WriteBlock(w.key.file, c.cfg.BlockSize, w.key.idx, w.data)
+			_ = c.cfg.Disk.WriteBlock(w.key.file, c.cfg.BlockSize, w.key.idx, w.block.data)
 		}
-		c.mu.Lock()
-		c.queued--
-		c.mu.Unlock()
+		if old := w.block.disk.And(^int32(blockQueued)); old&blockEvicted != 0 {
+			c.queuedOut.Add(-1)
+		}
 		c.signalFreed()
 	}
 }
@@ -195,6 +195,11 @@ func (c *Cache) freedChan() chan struct{} {
 type block struct {
 	data  []byte     // final length; immutable once filled
 	state *fillState // who wants the fill; what a hold keeps
+	gen   uint64     // the file's generation when the fill started
+	// disk holds blockQueued while a disk write holds data, and
+	// blockEvicted once the LRU let go: a block both queued and evicted
+	// is memory the budget must still count.
+	disk atomic.Int32
 
 	mu     sync.Mutex
 	filled int           // leading bytes of data that are final
@@ -208,10 +213,11 @@ type block struct {
 // fill (Ctrl-C on cp), its request is cancelled. It holds no data, so a
 // reader's holds never keep blocks alive past the cache's budget.
 type fillState struct {
-	mu     sync.Mutex
-	refs   int
-	done   bool
-	cancel context.CancelFunc
+	mu        sync.Mutex
+	refs      int
+	done      bool
+	cancelled bool // let go of by everyone: joining it would only get its error
+	cancel    context.CancelFunc
 }
 
 func (s *fillState) hold() {
@@ -225,10 +231,24 @@ func (s *fillState) release() {
 	s.mu.Lock()
 	s.refs--
 	orphan := s.refs <= 0 && !s.done
+	if orphan {
+		s.cancelled = true
+	}
 	s.mu.Unlock()
 	if orphan {
 		s.cancel()
 	}
+}
+
+// join takes a hold on a fill unless it was cancelled.
+func (s *fillState) join() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancelled {
+		return false
+	}
+	s.refs++
+	return true
 }
 
 func (s *fillState) finished() bool {
@@ -239,6 +259,11 @@ func (s *fillState) finished() bool {
 
 func (b *block) hold()    { b.state.hold() }
 func (b *block) release() { b.state.release() }
+
+const (
+	blockQueued  = 1
+	blockEvicted = 2
+)
 
 func (b *block) progress(n int) {
 	b.mu.Lock()
@@ -308,8 +333,7 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 			return b, nil
 		}
 		c.mu.Lock()
-		if b, ok := c.inflight[key]; ok {
-			b.hold()
+		if b, ok := c.inflight[key]; ok && b.state.join() {
 			c.mu.Unlock()
 			return b, nil
 		}
@@ -317,10 +341,17 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 			c.mu.Unlock()
 			return nil, errNoRoom
 		}
-		// Make room: in-flight blocks count against the budget like cached ones.
+		// Make room: in-flight blocks and blocks waiting for a disk write
+		// count against the budget like cached ones, but only cached ones
+		// can be evicted. A prefetch that could not fit even then evicts
+		// nothing.
 		limit := c.slots
 		if !demand {
 			limit = c.slots - c.slots/4 // keep a quarter for demand reads
+		}
+		if !demand && c.pinnedLocked() >= limit {
+			c.mu.Unlock()
+			return nil, errNoRoom
 		}
 		for c.usedLocked() >= limit && c.lru.Len() > 0 {
 			c.mu.Unlock()
@@ -329,8 +360,7 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 		}
 		// Making room let go of mu: another reader may have started this
 		// very block meanwhile.
-		if b, ok := c.inflight[key]; ok {
-			b.hold()
+		if b, ok := c.inflight[key]; ok && b.state.join() {
 			c.mu.Unlock()
 			return b, nil
 		}
@@ -355,7 +385,7 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 			c.mu.Unlock()
 			return nil, errors.New("cache closed")
 		}
-		b := &block{data: make([]byte, f.blockLen(idx)), wake: make(chan struct{}), state: &fillState{refs: 1}}
+		b := &block{data: make([]byte, f.blockLen(idx)), wake: make(chan struct{}), state: &fillState{refs: 1}, gen: f.gen.Load()}
 		fctx, cancel := context.WithTimeout(c.base, c.cfg.IOTimeout)
 		b.state.cancel = cancel
 		c.inflight[key] = b
@@ -384,6 +414,9 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 		}
 	}
 	if !fromDisk {
+		// Before the first byte can reach a reader: bytes from storage are
+		// not covered by a check an earlier run made.
+		f.needVerify()
 		var n int
 		n, err = f.src.ReadAtProgress(ctx, b.data, key.idx*c.cfg.BlockSize, b.progress)
 		if err == nil && n < len(b.data) {
@@ -396,12 +429,17 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 			c.stats.fetchedBytes.Add(int64(n))
 		}
 	}
+	// Bytes fetched before the file was dropped (a checksum mismatch) are
+	// served to the readers that waited for them, but not kept.
+	keep := err == nil && b.gen == f.gen.Load()
+	queue := keep && !fromDisk && c.diskWrites != nil
+	if queue {
+		b.disk.Store(blockQueued)
+	}
 	// Move the block from in flight to cached in one step, so that the
 	// budget never sees it in neither place (and admits one block too many).
-	gen := f.gen.Load()
-	queue := err == nil && !fromDisk && c.diskWrites != nil
 	c.mu.Lock()
-	if err == nil {
+	if keep {
 		c.lru.Add(key, b)
 	}
 	if c.inflight[key] == b {
@@ -410,30 +448,45 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 	if prefetch {
 		c.fetching--
 	}
-	if queue {
-		c.queued++ // its memory stays in use until written, cached or not
-	}
 	c.mu.Unlock()
 	c.signalFreed() // a failed block frees its slot; a cached one can now be evicted
 	b.finish(err)
-	if err != nil {
+	if !keep {
 		return
 	}
-	if !fromDisk {
-		f.needVerify()
-	}
 	// Hash in order as blocks arrive, off the readers' path; the read
-	// that completes the file completes the check (see File.checkWhole).
+	// that completes the file completes the check (see File.ReadAt).
 	f.feedDigest()
 	if queue {
-		c.diskWrites <- diskWrite{key: key, data: b.data, file: f, gen: gen}
+		c.diskWrites <- diskWrite{key: key, block: b, file: f}
 	}
 }
 
 // usedLocked is the memory in use, in blocks: cached, being filled, or
-// waiting to be written to disk.
+// evicted but still waiting to be written to disk.
 func (c *Cache) usedLocked() int {
-	return c.lru.Len() + len(c.inflight) + c.queued
+	return c.lru.Len() + c.pinnedLocked()
+}
+
+// pinnedLocked is the memory in use that no eviction can free.
+func (c *Cache) pinnedLocked() int {
+	return len(c.inflight) + int(c.queuedOut.Load())
+}
+
+// evicted is the LRU's callback.
+func (c *Cache) evicted(_ blockKey, b *block) {
+	if old := b.disk.Or(blockEvicted); old&blockQueued != 0 {
+		c.queuedOut.Add(1)
+	}
+	c.signalFreed()
+}
+
+// wholeBlock returns block idx of f with a hold, for the checksum: cached,
+// in flight, or fetched now, on the cache's own deadline.
+func (c *Cache) wholeBlock(f *File, idx int64) (*block, error) {
+	ctx, cancel := context.WithTimeout(c.base, c.cfg.IOTimeout)
+	defer cancel()
+	return c.acquire(ctx, f, idx, true)
 }
 
 // dropFile removes every block of a file from memory and disk; disk

@@ -290,13 +290,16 @@ func TestCloseCancelsOrphanedPrefetch(t *testing.T) {
 	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock, MaxAhead: 8})
 	f := c.File(FileKey{"abababababababababababab", "file"}, int64(len(src.data)), "", src)
 	r := f.NewReader()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if _, err := r.ReadAt(ctx, make([]byte, 10), 0); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("read with a 100ms deadline on a 10s source: %v", err)
+	// Two sequential reads: the second starts prefetching blocks 1 and 2.
+	for _, off := range []int64{0, 10} {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		if _, err := r.ReadAt(ctx, make([]byte, 10), off); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("read with a 100ms deadline on a 10s source: %v", err)
+		}
+		cancel()
 	}
-	if src.inflight.Load() == 0 {
-		t.Fatal("no fetch in flight")
+	if n := src.inflight.Load(); n < 3 {
+		t.Fatalf("%d fetches in flight, want block 0 and two prefetched", n)
 	}
 	r.Close()
 	deadline := time.Now().Add(2 * time.Second)
@@ -332,6 +335,9 @@ func TestDiskBackedRemount(t *testing.T) {
 		if round == 1 && src.requests() != before {
 			t.Errorf("second round made %d source requests, want 0", src.requests()-before)
 		}
+		if st := c.Stats(); st.Verified != int64(1-round) {
+			t.Errorf("round %d verified %d files; want the first round only (disk blocks of a verified file are trusted)", round, st.Verified)
+		}
 	}
 }
 
@@ -339,8 +345,9 @@ func TestDiskBackedRemount(t *testing.T) {
 // reader that starts at the end (or out-of-order readahead) would: the
 // read that completes the file still gets the checksum verdict.
 func TestMismatchFoundWhateverTheOrder(t *testing.T) {
-	src := newMemSource(6*testBlock+77, 9)
-	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
+	src := newMemSource(12*testBlock+77, 9)
+	// Fewer slots than blocks: the check has to fetch evicted blocks again.
+	c := newTestCache(t, Config{MemoryBytes: 8 * testBlock})
 	f := c.File(FileKey{"cdcdcdcdcdcdcdcdcdcdcdcd", "file"}, int64(len(src.data)), sum([]byte("other")), src)
 	r := f.NewReader()
 	defer r.Close()

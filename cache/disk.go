@@ -640,6 +640,18 @@ func (d *Disk) SetVerified(key FileKey, checksum string) error {
 	return nil
 }
 
+// ClearVerified removes a file's verified mark: blocks not covered by the
+// check that set it are about to be stored.
+func (d *Disk) ClearVerified(key FileKey) error {
+	if err := diskCheckKey(key); err != nil {
+		return fmt.Errorf("clear verified mark of %s: %w", key, err)
+	}
+	if err := os.Remove(d.diskMetaPath(key, diskVerifyName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear verified mark of %s: %w", key, err)
+	}
+	return nil
+}
+
 // diskTrailer returns the trailer stored after payload.
 func diskTrailer(payload []byte) []byte {
 	t := make([]byte, diskTrailerLen)

@@ -39,8 +39,12 @@ type File struct {
 	failed atomic.Bool
 	// trusted skips the checksum: a run before verified the blocks on
 	// disk, which carry their own CRCs, and no block came from storage since.
-	trusted  atomic.Bool
-	verified atomic.Bool // the digest matched in this mount
+	trusted    atomic.Bool
+	verified   atomic.Bool // the digest matched in this mount
+	diskMarked atomic.Bool // the disk cache holds a verified mark for the file
+
+	checkMu sync.Mutex
+	check   *checkRun // the completion of the digest under way, if any
 
 	vmu      sync.Mutex
 	vhash    hash.Hash   // running digest; nil when there is no usable checksum
@@ -63,7 +67,9 @@ func (c *Cache) File(key FileKey, size int64, checksum string, src Source) *File
 	f.vhash = newDigest(f.checksum)
 	if f.vhash != nil {
 		f.covered = make([]uint64, (f.pages()+63)/64)
-		f.trusted.Store(c.cfg.Disk != nil && c.cfg.Disk.Verified(key, f.checksum))
+		marked := c.cfg.Disk != nil && c.cfg.Disk.Verified(key, f.checksum)
+		f.trusted.Store(marked)
+		f.diskMarked.Store(marked)
 	}
 	return f
 }
@@ -125,6 +131,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if f.failed.Load() {
 		return 0, fmt.Errorf("%s: %w", f.key, ErrChecksum)
 	}
+	gen := f.gen.Load()
 	bs := f.c.cfg.BlockSize
 	r.prefetch(ctx, off, len(p))
 	n := 0
@@ -137,8 +144,8 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return n, err
 		}
 	}
-	if f.served(off, n) {
-		if err := f.checkWhole(ctx); err != nil {
+	if f.served(off, n, gen) {
+		if err := f.awaitCheck(ctx); err != nil {
 			return 0, err
 		}
 	}
@@ -147,6 +154,10 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// Unsettled reports whether the file's bytes still await their checksum
+// verdict, or failed it: the kernel should not keep its pages across opens.
+func (f *File) Unsettled() bool { return f.verifying() || f.failed.Load() }
 
 // readBlock copies from block idx, at inBlock, as much of p as it holds.
 func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int) (int, error) {
@@ -271,9 +282,37 @@ func (r *Reader) releaseLocked() {
 	}
 }
 
-// needVerify notes that a block came from storage: whatever a run before
-// verified, these bytes have not been.
-func (f *File) needVerify() { f.trusted.Store(false) }
+// needVerify notes that a block is coming from storage: whatever an
+// earlier check verified, these bytes have not been, so the file is
+// checked again from the start the next time it is served whole, and the
+// disk's verified mark, which would cover them in the next mount, goes.
+func (f *File) needVerify() {
+	if f.vhash == nil {
+		return
+	}
+	wasTrusted := f.trusted.Swap(false)
+	wasVerified := false
+	if f.verified.Load() {
+		f.vmu.Lock()
+		if wasVerified = f.verified.Swap(false); wasVerified {
+			f.resetDigestLocked()
+		}
+		f.vmu.Unlock()
+	}
+	if (wasTrusted || wasVerified) && f.diskMarked.Swap(false) {
+		_ = f.c.cfg.Disk.ClearVerified(f.key)
+	}
+}
+
+// resetDigestLocked starts the digest and the served pages over; vmu held.
+func (f *File) resetDigestLocked() {
+	f.vhash.Reset()
+	f.vnext = 0
+	f.cmu.Lock()
+	clear(f.covered)
+	f.ncovered = 0
+	f.cmu.Unlock()
+}
 
 // verifying reports whether the digest still has to be checked. vhash is
 // set once at creation, so reading it here needs no lock.
@@ -282,12 +321,15 @@ func (f *File) verifying() bool { return f.vhash != nil && !f.trusted.Load() && 
 // served records that bytes [off, off+n) reached a reader, and reports
 // whether every byte of the file has now been served. While that is so and
 // the check has not concluded (a fetch for it failed), every read retries it.
-func (f *File) served(off int64, n int) bool {
+func (f *File) served(off int64, n int, gen uint64) bool {
 	if f.covered == nil || n <= 0 {
 		return false
 	}
 	f.cmu.Lock()
 	defer f.cmu.Unlock()
+	if f.gen.Load() != gen {
+		return false // served from blocks dropped since: they do not count
+	}
 	if f.ncovered == f.pages() {
 		return true
 	}
@@ -330,51 +372,103 @@ func (f *File) feedDigest() {
 	}
 }
 
-// checkWhole completes the digest, fetching any block that was not hashed
-// yet, and compares it with the API's checksum. A mismatch drops the
-// file's blocks, fails its reads, and is returned.
-func (f *File) checkWhole(ctx context.Context) error {
+// checkRun is one completion of the digest; readers wait for its verdict.
+type checkRun struct {
+	done chan struct{}
+	err  error
+}
+
+// awaitCheck waits for the digest's verdict, starting its completion if
+// none is under way. The completion runs on its own, with a deadline per
+// block rather than the reader's, so a reader giving up (or a slow
+// refetch of evicted blocks) never turns a correct file into an error.
+func (f *File) awaitCheck(ctx context.Context) error {
 	if !f.verifying() {
 		return nil
 	}
+	f.checkMu.Lock()
+	run := f.check
+	if run == nil {
+		run = &checkRun{done: make(chan struct{})}
+		f.check = run
+		go func() {
+			run.err = f.completeDigest()
+			f.checkMu.Lock()
+			f.check = nil
+			f.checkMu.Unlock()
+			close(run.done)
+		}()
+	}
+	f.checkMu.Unlock()
+	select {
+	case <-run.done:
+		return run.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// completeDigest hashes every block the fills did not, in order, fetching
+// a few ahead, and compares the digest with the API's checksum. A
+// mismatch drops the file's blocks, fails its reads, and is returned.
+func (f *File) completeDigest() error {
 	f.vmu.Lock()
-	defer f.vmu.Unlock()
-	if f.verified.Load() {
+	defer func() {
+		f.vmu.Unlock()
+		if f.vpending.Load() {
+			f.feedDigest() // a fill finished while we held the digest
+		}
+	}()
+	if !f.verifying() {
 		return nil
 	}
+	const ahead = 4
+	held := map[int64]*block{}
+	defer func() {
+		for _, b := range held {
+			b.release()
+		}
+	}()
 	for f.vnext < f.nblocks {
-		b, err := f.c.acquire(ctx, f, f.vnext, true)
+		for idx := f.vnext; idx < min(f.vnext+ahead, f.nblocks); idx++ {
+			if held[idx] == nil {
+				b, err := f.c.wholeBlock(f, idx)
+				if err != nil {
+					return err
+				}
+				held[idx] = b
+			}
+		}
+		b := held[f.vnext]
+		ctx, cancel := context.WithTimeout(f.c.base, f.c.cfg.IOTimeout)
+		err := b.waitFor(ctx, len(b.data))
+		cancel()
+		if err != nil && errors.Is(err, context.Canceled) && f.c.base.Err() == nil {
+			// Cancelled by a reader letting go just as we joined: fetch anew.
+			b.release()
+			delete(held, f.vnext)
+			continue
+		}
 		if err != nil {
 			return err
 		}
-		err = b.waitFor(ctx, len(b.data))
-		if err == nil {
-			f.vhash.Write(b.data)
-			f.vnext++
-		}
+		f.vhash.Write(b.data)
 		b.release()
-		if err != nil {
-			return err
-		}
+		delete(held, f.vnext)
+		f.vnext++
 	}
 	got := hex.EncodeToString(f.vhash.Sum(nil))
 	if got == f.checksum {
 		f.verified.Store(true)
 		f.c.stats.verified.Add(1)
-		if d := f.c.cfg.Disk; d != nil {
-			_ = d.SetVerified(f.key, f.checksum)
+		if d := f.c.cfg.Disk; d != nil && d.SetVerified(f.key, f.checksum) == nil {
+			f.diskMarked.Store(true)
 		}
 		return nil
 	}
 	f.c.stats.mismatches.Add(1)
 	f.failed.Store(true)
 	f.c.dropFile(f)
-	// Start over: the next complete read is checked again from scratch.
-	f.vhash.Reset()
-	f.vnext = 0
-	f.cmu.Lock()
-	clear(f.covered)
-	f.ncovered = 0
-	f.cmu.Unlock()
+	f.resetDigestLocked() // the next complete read is checked from scratch
 	return fmt.Errorf("%s: digest %s, API checksum %s: %w", f.key, got, f.checksum, ErrChecksum)
 }

@@ -365,8 +365,10 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	key := fileKey(n.e.build, n.e.art.Type)
 	cf := f.remote(n.e).cached(f.cfg.Cache, key, int64(n.attr.Size), n.e.art.Checksum)
 	// Pages stay cached across opens: the bytes of a build never change.
+	// Not while the file awaits (or failed) its checksum verdict, though:
+	// a copy served from pages alone would never reach the check.
 	fopen := uint32(fuse.FOPEN_KEEP_CACHE)
-	if f.cfg.DropPageCache {
+	if f.cfg.DropPageCache || cf.Unsettled() {
 		fopen = 0
 	}
 	return &fileHandle{node: n, r: cf.NewReader()}, fopen, 0
