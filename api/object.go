@@ -164,16 +164,17 @@ func (o *Object) withURL(ctx context.Context, what string, attempt func(context.
 			}
 			if urlExpired(err) {
 				o.invalidate(gen)
-				remints++
-				if remints <= maxRemints {
-					if remints > 2 { // expired again at once: don't hammer the API
-						if werr := b.wait(ctx, err); werr != nil {
-							return o.giveUp(ctx, what, start, werr)
-						}
-					}
-					continue
+				if remints++; remints > maxRemints {
+					return fmt.Errorf("%s of %s: storage rejected %d fresh URLs: %w", what, o, maxRemints, err)
 				}
-				return fmt.Errorf("%s of %s: storage rejected %d fresh URLs: %w", what, o, remints, err)
+				if remints == 1 {
+					continue // an expiry is routine: mint again at once
+				}
+				// Refused again: don't hammer the API.
+				if werr := b.wait(ctx, err); werr != nil {
+					return o.giveUp(ctx, what, start, werr)
+				}
+				continue
 			}
 		}
 		if ctx.Err() != nil {

@@ -150,9 +150,6 @@ func (c *Cache) Close() {
 	})
 }
 
-// BlockSize is the size of a cache block.
-func (c *Cache) BlockSize() int64 { return c.cfg.BlockSize }
-
 // Stats returns counters since New.
 func (c *Cache) Stats() Stats {
 	s := &c.stats
@@ -220,12 +217,6 @@ type fillState struct {
 	cancel    context.CancelFunc
 }
 
-func (s *fillState) hold() {
-	s.mu.Lock()
-	s.refs++
-	s.mu.Unlock()
-}
-
 // release drops interest, cancelling the fill if nobody else wants it.
 func (s *fillState) release() {
 	s.mu.Lock()
@@ -240,7 +231,8 @@ func (s *fillState) release() {
 	}
 }
 
-// join takes a hold on a fill unless it was cancelled.
+// join takes a hold on a fill unless it was cancelled. A finished fill
+// was never cancelled, so joining a cached block always succeeds.
 func (s *fillState) join() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -257,7 +249,6 @@ func (s *fillState) finished() bool {
 	return s.done
 }
 
-func (b *block) hold()    { b.state.hold() }
 func (b *block) release() { b.state.release() }
 
 const (
@@ -318,7 +309,7 @@ func (b *block) waitFor(ctx context.Context, n int) error {
 	}
 }
 
-// ErrNoRoom means a prefetch found the memory budget taken; it is not an error for readers.
+// errNoRoom means a prefetch found the memory budget taken; it is not an error for readers.
 var errNoRoom = errors.New("memory budget full")
 
 // acquire returns the block for key, cached or in flight, or starts
@@ -327,9 +318,8 @@ var errNoRoom = errors.New("memory budget full")
 func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*block, error) {
 	key := blockKey{f.key, idx}
 	for {
-		if b, ok := c.lru.Get(key); ok {
+		if b, ok := c.lru.Get(key); ok && b.state.join() {
 			c.stats.memHits.Add(1)
-			b.hold()
 			return b, nil
 		}
 		c.mu.Lock()

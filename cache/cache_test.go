@@ -188,8 +188,12 @@ func TestSequentialPrefetchGrowsAndStaysInBudget(t *testing.T) {
 	c := newTestCache(t, Config{MemoryBytes: 32 * testBlock, MaxAhead: 8})
 	f := c.File(FileKey{"dddddddddddddddddddddddd", "file"}, int64(len(src.data)), sum(src.data), src)
 	r := f.NewReader()
+	over := watchBudget(c)
 	got := readFull(t, r, len(src.data), 16<<10)
 	r.Close()
+	if o := over(); o != 0 {
+		t.Errorf("%d blocks held at once while reading, budget %d", o, c.slots)
+	}
 	if !bytes.Equal(got, src.data) {
 		t.Fatal("wrong bytes")
 	}
@@ -200,12 +204,6 @@ func TestSequentialPrefetchGrowsAndStaysInBudget(t *testing.T) {
 	if p := src.peak.Load(); p < 4 {
 		t.Errorf("at most %d requests in flight: the window did not grow", p)
 	}
-	c.mu.Lock()
-	used := c.lru.Len() + len(c.inflight)
-	c.mu.Unlock()
-	if used > c.slots {
-		t.Errorf("%d blocks held, budget %d", used, c.slots)
-	}
 	if n := src.requests(); n > 200+8 {
 		t.Errorf("%d requests for 200 blocks: blocks fetched twice", n)
 	}
@@ -215,6 +213,7 @@ func TestBudgetHoldsUnderManyReaders(t *testing.T) {
 	src := newMemSource(64*testBlock, 5)
 	src.delay = 2 * time.Millisecond
 	c := newTestCache(t, Config{MemoryBytes: 8 * testBlock, MaxAhead: 4})
+	over := watchBudget(c)
 	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
 		f := c.File(FileKey{"eeeeeeeeeeeeeeeeeeeeeee" + string(rune('a'+i)), "file"}, int64(len(src.data)), "", src)
@@ -228,9 +227,20 @@ func TestBudgetHoldsUnderManyReaders(t *testing.T) {
 			}
 		}()
 	}
-	stop := make(chan struct{})
-	var over atomic.Int64
+	wg.Wait()
+	if o := over(); o != 0 {
+		t.Errorf("%d blocks held at once, budget %d", o, c.slots)
+	}
+}
+
+// watchBudget samples the blocks the cache holds until the returned
+// function is called, which reports the worst count over the budget (0 if
+// it never went over).
+func watchBudget(c *Cache) func() int {
+	stop, done := make(chan struct{}), make(chan struct{})
+	worst := 0
 	go func() {
+		defer close(done)
 		for {
 			select {
 			case <-stop:
@@ -238,17 +248,17 @@ func TestBudgetHoldsUnderManyReaders(t *testing.T) {
 			default:
 			}
 			c.mu.Lock()
-			if used := c.lru.Len() + len(c.inflight); used > c.slots {
-				over.Store(int64(used))
+			if used := c.usedLocked(); used > c.slots && used > worst {
+				worst = used
 			}
 			c.mu.Unlock()
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
-	wg.Wait()
-	close(stop)
-	if o := over.Load(); o != 0 {
-		t.Errorf("%d blocks held at once, budget %d", o, c.slots)
+	return func() int {
+		close(stop)
+		<-done
+		return worst
 	}
 }
 

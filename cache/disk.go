@@ -685,9 +685,9 @@ func diskTrailerMatches(t, payload []byte) bool {
 func diskWriteFile(path string, payload []byte) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, diskTempPrefix+"*")
-	if errors.Is(err, fs.ErrNotExist) {
-		// First write for this file, or a scan just removed the empty
-		// directory.
+	// First write for this file, or a scan (of this or another process)
+	// removed the empty directory, possibly again right after we made it.
+	for try := 0; errors.Is(err, fs.ErrNotExist) && try < 5; try++ {
 		if err = os.MkdirAll(dir, 0o700); err == nil {
 			f, err = os.CreateTemp(dir, diskTempPrefix+"*")
 		}

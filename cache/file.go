@@ -322,8 +322,8 @@ func (f *File) verifying() bool { return f.vhash != nil && !f.trusted.Load() && 
 // whether every byte of the file has now been served. While that is so and
 // the check has not concluded (a fetch for it failed), every read retries it.
 func (f *File) served(off int64, n int, gen uint64) bool {
-	if f.covered == nil || n <= 0 {
-		return false
+	if !f.verifying() || n <= 0 {
+		return false // nothing to check: keep the read path free of the bitmap
 	}
 	f.cmu.Lock()
 	defer f.cmu.Unlock()

@@ -391,14 +391,13 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	defer cancel()
 	n, err := h.r.ReadAt(rctx, dest, off)
 	if err != nil && err != io.EOF {
-		if ctx.Err() != nil && isCanceled(err) {
-			return nil, syscall.EINTR // the reader was interrupted (Ctrl-C); nothing failed
-		}
 		e := errno(ctx, err)
-		if e == syscall.ENOENT || errors.Is(err, cache.ErrChecksum) || errors.Is(err, api.ErrSizeMismatch) {
-			e = syscall.EIO // a file that vanished or changed mid-read is an I/O error, not a missing name
-		}
-		if errors.Is(err, cache.ErrChecksum) {
+		switch {
+		case e == syscall.EINTR:
+			return nil, e // the reader was interrupted (Ctrl-C); nothing failed
+		case e == syscall.ENOENT:
+			e = syscall.EIO // a file that vanished mid-read is an I/O error, not a missing name
+		case errors.Is(err, cache.ErrChecksum):
 			// Pages already served are as bad as the rest: make the kernel
 			// forget them. From a goroutine: notifying from within a READ
 			// of the same inode deadlocks the kernel.
