@@ -321,16 +321,6 @@ func (c *Client) Apps(ctx context.Context, org string) ([]App, error) {
 	return listAll[App](ctx, c, "list apps of "+org, "/v1/organizations/"+esc(org)+"/apps", nil)
 }
 
-// App returns one app of an organization; both may be given by id or slug.
-func (c *Client) App(ctx context.Context, org, app string) (*App, error) {
-	var a App
-	err := c.getJSON(ctx, "get app "+org+"/"+app, "/v1/organizations/"+esc(org)+"/apps/"+esc(app), nil, &a)
-	if err != nil {
-		return nil, err
-	}
-	return &a, nil
-}
-
 // Builds lists every build of an app, newest first.
 func (c *Client) Builds(ctx context.Context, org, app string) ([]Build, error) {
 	q := url.Values{"sort": {"createdAt:desc"}}

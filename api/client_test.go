@@ -207,35 +207,27 @@ func TestAppsByIDAndSlug(t *testing.T) {
 			t.Errorf("field-ios buildPlatforms = %v", got)
 		}
 	}
-	if _, err := c.Apps(ctx, "no-such-org"); !api.IsNotFound(err) {
-		t.Errorf("Apps(no-such-org) = %v, want not found", err)
-	}
-}
-
-func TestApp(t *testing.T) {
-	emu, c := startEmu(t)
-	ctx := ctxTimeout(t, 10*time.Second)
-	org, app := sampleApp(t, emu, "acme", "field-ios")
-	for _, ref := range [][2]string{{"acme", "field-ios"}, {org.ID, app.ID}, {org.Slug, app.ID}, {org.ID, app.Slug}} {
-		a, err := c.App(ctx, ref[0], ref[1])
-		if err != nil {
-			t.Fatalf("App(%v): %v", ref, err)
-		}
-		if a.ID != app.ID || a.Slug != "field-ios" || a.Name != "Field iOS" {
-			t.Errorf("App(%v) = %+v", ref, a)
-		}
-	}
-	_, err := c.App(ctx, "acme", "nope")
-	if !api.IsNotFound(err) {
-		t.Fatalf("App(acme/nope) = %v, want IsNotFound", err)
+	_, err := c.Apps(ctx, "no-such-org")
+	if !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("Apps(no-such-org) = %v, want ErrNotFound", err)
 	}
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.StatusCode != 404 || ae.Code != api.CodeNotFound {
-		t.Errorf("App(acme/nope) error = %#v, want 404/3001", ae)
+		t.Errorf("Apps(no-such-org) error = %#v, want 404/3001", ae)
 	}
-	// An app of another organization is not found under this one.
-	if _, err := c.App(ctx, "beta-labs", "field-ios"); !api.IsNotFound(err) {
-		t.Errorf("App(beta-labs/field-ios) = %v, want IsNotFound", err)
+	// Another organization lists its own apps only.
+	beta := emu.Data().Orgs[1]
+	apps, err := c.Apps(ctx, beta.Slug)
+	if err != nil {
+		t.Fatalf("Apps(%s): %v", beta.Slug, err)
+	}
+	if len(apps) != len(beta.Apps) {
+		t.Fatalf("Apps(%s): %d apps, want %d", beta.Slug, len(apps), len(beta.Apps))
+	}
+	for i, a := range apps {
+		if a.ID != beta.Apps[i].ID {
+			t.Errorf("Apps(%s)[%d] = %+v, want %s", beta.Slug, i, a, beta.Apps[i].ID)
+		}
 	}
 }
 
@@ -294,8 +286,8 @@ func TestBuildsSmallAppAndErrors(t *testing.T) {
 	if got := emu.Counters().APICalls["builds"]; got != 1 {
 		t.Errorf("builds list calls = %d, want 1", got)
 	}
-	if _, err := c.Builds(ctx, "acme", "nope"); !api.IsNotFound(err) {
-		t.Errorf("Builds(acme/nope) = %v, want IsNotFound", err)
+	if _, err := c.Builds(ctx, "acme", "nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Builds(acme/nope) = %v, want ErrNotFound", err)
 	}
 }
 
@@ -333,16 +325,16 @@ func TestBuild(t *testing.T) {
 		t.Errorf("Build(upper id) = %v, %v", b2, err)
 	}
 	// A build under another app is not found.
-	if _, err := c.Build(ctx, "acme", "nightly", want.ID); !api.IsNotFound(err) {
-		t.Errorf("Build under the wrong app = %v, want IsNotFound", err)
+	if _, err := c.Build(ctx, "acme", "nightly", want.ID); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Build under the wrong app = %v, want ErrNotFound", err)
 	}
-	if _, err := c.Build(ctx, "acme", "field-app", "000000000000000000000000"); !api.IsNotFound(err) {
-		t.Errorf("unknown build = %v, want IsNotFound", err)
+	if _, err := c.Build(ctx, "acme", "field-app", "000000000000000000000000"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("unknown build = %v, want ErrNotFound", err)
 	}
 	// A malformed id is a 400: an *Error, but none of the classifiers.
 	_, err = c.Build(ctx, "acme", "field-app", "not-an-id")
 	var ae *api.Error
-	if !errors.As(err, &ae) || ae.StatusCode != 400 || api.IsNotFound(err) || api.IsServerError(err) {
+	if !errors.As(err, &ae) || ae.StatusCode != 400 || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrServerError) {
 		t.Errorf("malformed id = %v, want HTTP 400 *api.Error", err)
 	}
 }
@@ -439,27 +431,27 @@ func TestMintTokenErrors(t *testing.T) {
 	inProgress := sampleBuild(t, emu, "field-ios", "3.2.0")
 
 	_, err := c.MintToken(ctx, "acme", "field-app", pending.ID, api.Auto)
-	if !api.IsNotProcessed(err) {
-		t.Fatalf("mint on pending build = %v, want IsNotProcessed", err)
+	if !errors.Is(err, api.ErrNotProcessed) {
+		t.Fatalf("mint on pending build = %v, want ErrNotProcessed", err)
 	}
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeNotProcessed || ae.StatusCode != 400 {
 		t.Errorf("pending: %#v, want 400/5014", ae)
 	}
-	if api.IsNotFound(err) || api.IsUnauthorized(err) || api.IsServerError(err) {
+	if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrServerError) {
 		t.Errorf("pending: other classifiers match %v", err)
 	}
-	if _, err := c.MintToken(ctx, "acme", "field-app", failed.ID, api.File); !api.IsNotProcessed(err) {
-		t.Errorf("mint on error build = %v, want IsNotProcessed", err)
+	if _, err := c.MintToken(ctx, "acme", "field-app", failed.ID, api.File); !errors.Is(err, api.ErrNotProcessed) {
+		t.Errorf("mint on error build = %v, want ErrNotProcessed", err)
 	}
-	if _, err := c.MintToken(ctx, "acme", "field-ios", inProgress.ID, api.File); !api.IsNotProcessed(err) {
-		t.Errorf("mint on in_progress build = %v, want IsNotProcessed", err)
+	if _, err := c.MintToken(ctx, "acme", "field-ios", inProgress.ID, api.File); !errors.Is(err, api.ErrNotProcessed) {
+		t.Errorf("mint on in_progress build = %v, want ErrNotProcessed", err)
 	}
-	if _, err := c.MintToken(ctx, "acme", "field-app", apk.ID, api.AAB); !api.IsNotFound(err) {
-		t.Errorf("aab of an apk build = %v, want IsNotFound", err)
+	if _, err := c.MintToken(ctx, "acme", "field-app", apk.ID, api.AAB); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("aab of an apk build = %v, want ErrNotFound", err)
 	}
-	if _, err := c.MintToken(ctx, "acme", "nightly", apk.ID, api.File); !api.IsNotFound(err) {
-		t.Errorf("mint under the wrong app = %v, want IsNotFound", err)
+	if _, err := c.MintToken(ctx, "acme", "nightly", apk.ID, api.File); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("mint under the wrong app = %v, want ErrNotFound", err)
 	}
 	_, err = c.MintToken(ctx, "acme", "field-app", apk.ID, api.DownloadType("zip"))
 	if !errors.As(err, &ae) || ae.StatusCode != 400 {
@@ -506,10 +498,10 @@ func TestResolveToken(t *testing.T) {
 
 	// Single use.
 	_, err = c.ResolveToken(ctx, tok)
-	if !api.IsNotFound(err) {
-		t.Fatalf("second resolve = %v, want IsNotFound", err)
+	if !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("second resolve = %v, want ErrNotFound", err)
 	}
-	if api.IsTokenExpired(err) {
+	if errors.Is(err, api.ErrTokenExpired) {
 		t.Errorf("second resolve also says expired: %v", err)
 	}
 	// A token never minted.
@@ -529,10 +521,10 @@ func TestResolveTokenExpired(t *testing.T) {
 	}
 	time.Sleep(20 * time.Millisecond)
 	_, err = c.ResolveToken(ctx, tok)
-	if !api.IsTokenExpired(err) {
-		t.Fatalf("expired token = %v, want IsTokenExpired", err)
+	if !errors.Is(err, api.ErrTokenExpired) {
+		t.Fatalf("expired token = %v, want ErrTokenExpired", err)
 	}
-	if api.IsUnauthorized(err) || api.IsNotFound(err) {
+	if errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrNotFound) {
 		t.Errorf("expired token also classified unauthorized/not found: %v", err)
 	}
 	var ae *api.Error
@@ -545,8 +537,8 @@ func TestResolveTokenExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.ResolveToken(ctx, tok); !api.IsTokenExpired(err) {
-		t.Errorf("TTL 0 token = %v, want IsTokenExpired", err)
+	if _, err := c.ResolveToken(ctx, tok); !errors.Is(err, api.ErrTokenExpired) {
+		t.Errorf("TTL 0 token = %v, want ErrTokenExpired", err)
 	}
 }
 
@@ -558,14 +550,14 @@ func TestUnauthorizedWrongToken(t *testing.T) {
 	c := newClient(t, emu.APIURL(), emu.DownloadURL(), "wrong-token")
 	ctx := ctxTimeout(t, 10*time.Second)
 	_, err := c.Organizations(ctx)
-	if !api.IsUnauthorized(err) {
-		t.Fatalf("wrong token = %v, want IsUnauthorized", err)
+	if !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("wrong token = %v, want ErrUnauthorized", err)
 	}
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.StatusCode != 401 || ae.Code != api.CodeTokenNotValid {
 		t.Errorf("wrong token: %#v, want 401/2001", ae)
 	}
-	if api.IsForbidden(err) || api.IsNotFound(err) || api.IsTokenExpired(err) || api.Temporary(err) {
+	if errors.Is(err, api.ErrForbidden) || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrTokenExpired) || api.Temporary(err) {
 		t.Errorf("wrong token: other classifiers match")
 	}
 	if strings.Contains(err.Error(), "wrong-token") {
@@ -573,7 +565,6 @@ func TestUnauthorizedWrongToken(t *testing.T) {
 	}
 	for _, f := range []func() error{
 		func() error { _, err := c.Apps(ctx, "acme"); return err },
-		func() error { _, err := c.App(ctx, "acme", "desk"); return err },
 		func() error { _, err := c.Builds(ctx, "acme", "desk"); return err },
 		func() error { _, err := c.Build(ctx, "acme", "desk", "000000000000000000000000"); return err },
 		func() error {
@@ -581,8 +572,8 @@ func TestUnauthorizedWrongToken(t *testing.T) {
 			return err
 		},
 	} {
-		if err := f(); !api.IsUnauthorized(err) {
-			t.Errorf("wrong token: %v, want IsUnauthorized", err)
+		if err := f(); !errors.Is(err, api.ErrUnauthorized) {
+			t.Errorf("wrong token: %v, want ErrUnauthorized", err)
 		}
 	}
 }
@@ -593,13 +584,13 @@ type classes struct {
 
 func classify(err error) classes {
 	return classes{
-		notFound:     api.IsNotFound(err),
-		unauthorized: api.IsUnauthorized(err),
-		forbidden:    api.IsForbidden(err),
-		notProcessed: api.IsNotProcessed(err),
-		expired:      api.IsTokenExpired(err),
-		throttled:    api.IsThrottled(err),
-		server:       api.IsServerError(err),
+		notFound:     errors.Is(err, api.ErrNotFound),
+		unauthorized: errors.Is(err, api.ErrUnauthorized),
+		forbidden:    errors.Is(err, api.ErrForbidden),
+		notProcessed: errors.Is(err, api.ErrNotProcessed),
+		expired:      errors.Is(err, api.ErrTokenExpired),
+		throttled:    errors.Is(err, api.ErrThrottled),
+		server:       errors.Is(err, api.ErrServerError),
 		temporary:    api.Temporary(err),
 	}
 }
@@ -708,7 +699,7 @@ func TestRetryAfterHTTPDate(t *testing.T) {
 	c := newClient(t, srv.URL, srv.URL, "tok")
 	_, err := c.Organizations(ctxTimeout(t, 10*time.Second))
 	ra, ok := api.RetryAfter(err)
-	if !api.IsThrottled(err) || !ok || ra < 80*time.Second || ra > 91*time.Second {
+	if !errors.Is(err, api.ErrThrottled) || !ok || ra < 80*time.Second || ra > 91*time.Second {
 		t.Errorf("RetryAfter(http-date) = %v %v (err %v), want about 90s", ra, ok, err)
 	}
 }
@@ -726,8 +717,8 @@ func TestClassifiersOnOtherErrors(t *testing.T) {
 	}
 	// A wrapped *api.Error still classifies.
 	wrapped := fmt.Errorf("outer: %w", &api.Error{Op: "x", StatusCode: 404})
-	if !api.IsNotFound(wrapped) {
-		t.Error("IsNotFound does not see through wrapping")
+	if !errors.Is(wrapped, api.ErrNotFound) {
+		t.Error("errors.Is(err, api.ErrNotFound) does not see through wrapping")
 	}
 	if api.Temporary(api.ErrSizeMismatch) || api.Temporary(fmt.Errorf("read: %w", api.ErrObjectChanged)) {
 		t.Error("size mismatch / changed object classified temporary")
@@ -767,13 +758,13 @@ func TestThrottledByEmulator(t *testing.T) {
 	ctx := ctxTimeout(t, 1500*time.Millisecond)
 	start := time.Now()
 	_, err := c.Organizations(ctx)
-	if !api.IsThrottled(err) {
-		t.Fatalf("got %v, want IsThrottled", err)
+	if !errors.Is(err, api.ErrThrottled) {
+		t.Fatalf("got %v, want ErrThrottled", err)
 	}
 	if ra, ok := api.RetryAfter(err); !ok || ra != 2*time.Second {
 		t.Errorf("RetryAfter = %v %v, want 2s", ra, ok)
 	}
-	if !api.Temporary(err) || api.IsServerError(err) || api.IsUnauthorized(err) {
+	if !api.Temporary(err) || errors.Is(err, api.ErrServerError) || errors.Is(err, api.ErrUnauthorized) {
 		t.Errorf("classes = %+v", classify(err))
 	}
 	if d := time.Since(start); d > time.Second {
@@ -791,8 +782,8 @@ func TestServerErrorByEmulator(t *testing.T) {
 	b := sampleBuild(t, emu, "desk", "1.8.0")
 	emu.SetFaults(emulator.Faults{APIStatus: 503})
 	_, err := c.Build(ctx, "acme", "desk", b.ID)
-	if !api.IsServerError(err) || !api.Temporary(err) || api.IsThrottled(err) {
-		t.Fatalf("got %v (%+v), want IsServerError", err, classify(err))
+	if !errors.Is(err, api.ErrServerError) || !api.Temporary(err) || errors.Is(err, api.ErrThrottled) {
+		t.Fatalf("got %v (%+v), want ErrServerError", err, classify(err))
 	}
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.StatusCode != 503 {
@@ -802,8 +793,8 @@ func TestServerErrorByEmulator(t *testing.T) {
 		t.Error("RetryAfter without a header")
 	}
 	_, err = c.MintToken(ctx, "acme", "desk", b.ID, api.File)
-	if !api.IsServerError(err) {
-		t.Fatalf("mint: %v, want IsServerError", err)
+	if !errors.Is(err, api.ErrServerError) {
+		t.Fatalf("mint: %v, want ErrServerError", err)
 	}
 	if n := emu.Counters().TokensMinted; n != 0 {
 		t.Errorf("%d tokens minted", n)
@@ -948,8 +939,8 @@ func looseServer(t *testing.T) *api.Client {
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/builds"):
 			io.WriteString(w, looseBuilds)
-		case strings.HasSuffix(r.URL.Path, "/apps/app1"):
-			io.WriteString(w, `{"status":true,"data":{"id":"app1","name":"A","slug":"a","oss":["ios"],"sdk":{"ios":{"ota":true}},"counts":{},"unknown":[{}]}}`)
+		case strings.HasSuffix(r.URL.Path, "/apps"):
+			io.WriteString(w, `{"status":true,"data":{"items":[{"id":"app1","name":"A","slug":"a","oss":["ios"],"sdk":{"ios":{"ota":true}},"counts":{},"unknown":[{}]}],"hasNextPage":false}}`)
 		case strings.HasSuffix(r.URL.Path, "/organizations"):
 			io.WriteString(w, `{"status":true,"data":{"items":[{"id":"o1","name":"O","slug":"o","picture":null,"billing":{"plan":"x"}}],"hasNextPage":false}}`)
 		default:
@@ -1030,9 +1021,9 @@ func TestLooseDecoding(t *testing.T) {
 	}
 
 	// Unknown fields in apps and organizations are ignored too.
-	app, err := c.App(ctx, "o", "app1")
-	if err != nil || app.Slug != "a" || len(app.OSs) != 1 {
-		t.Errorf("App = %+v, %v", app, err)
+	apps, err := c.Apps(ctx, "o")
+	if err != nil || len(apps) != 1 || apps[0].Slug != "a" || len(apps[0].OSs) != 1 {
+		t.Errorf("Apps = %+v, %v", apps, err)
 	}
 	orgs, err := c.Organizations(ctx)
 	if err != nil || len(orgs) != 1 || orgs[0].Slug != "o" {
@@ -1195,21 +1186,21 @@ func TestPathEscaping(t *testing.T) {
 	}))
 	c := newClient(t, srv.URL+"/base", srv.URL, "tok")
 	ctx := ctxTimeout(t, 10*time.Second)
-	if _, err := c.App(ctx, "acme", "field-app"); err != nil {
+	if _, err := c.Apps(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Builds(ctx, "acme", "field-app"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.App(ctx, "my org", "a?b#c"); err != nil {
+	if _, err := c.Build(ctx, "my org", "a?b#c", "x"); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	want := []string{
-		"/base/v1/organizations/acme/apps/field-app",
+		"/base/v1/organizations/acme/apps",
 		"/base/v1/organizations/acme/apps/field-app/builds",
-		"/base/v1/organizations/my org/apps/a?b#c",
+		"/base/v1/organizations/my org/apps/a?b#c/builds/x",
 	}
 	if len(paths) != len(want) {
 		t.Fatalf("paths = %q", paths)
@@ -1220,7 +1211,7 @@ func TestPathEscaping(t *testing.T) {
 		}
 	}
 	if paths[2] != want[2] {
-		t.Fatalf("client.go getJSON sets url.URL.Path to already PathEscape'd segments, so they are escaped twice: App(\"my org\", \"a?b#c\") reached the server as %q, want %q", paths[2], want[2])
+		t.Fatalf("client.go getJSON sets url.URL.Path to already PathEscape'd segments, so they are escaped twice: Build(\"my org\", \"a?b#c\", \"x\") reached the server as %q, want %q", paths[2], want[2])
 	}
 }
 
@@ -1303,7 +1294,7 @@ func TestBearerTokenStaysOnAPIHostEmulator(t *testing.T) {
 	if _, err := c.ResolveToken(ctx, tok); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.ResolveToken(ctx, tok); !api.IsNotFound(err) {
+	if _, err := c.ResolveToken(ctx, tok); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("second resolve = %v", err)
 	}
 
@@ -1381,7 +1372,6 @@ func TestCancelledBeforeRequest(t *testing.T) {
 	}{
 		{"Organizations", func() error { _, err := c.Organizations(ctx); return err }},
 		{"Apps", func() error { _, err := c.Apps(ctx, "acme"); return err }},
-		{"App", func() error { _, err := c.App(ctx, "acme", "desk"); return err }},
 		{"Builds", func() error { _, err := c.Builds(ctx, "acme", "desk"); return err }},
 		{"Build", func() error { _, err := c.Build(ctx, "acme", "desk", b.ID); return err }},
 		{"MintToken", func() error { _, err := c.MintToken(ctx, "acme", "desk", b.ID, api.File); return err }},

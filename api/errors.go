@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,47 +57,60 @@ func asError(err error) (*Error, bool) {
 	return e, ok
 }
 
-// IsNotFound reports whether err says the organization, app, build or file does not exist.
-func IsNotFound(err error) bool {
-	e, ok := asError(err)
-	return ok && (e.StatusCode == http.StatusNotFound || e.Code == CodeNotFound)
-}
+// Sentinels that classify an *Error; test with errors.Is, which sees
+// through wrapping. An *Error may match more than one (a 404 carrying code
+// 5014 is both not found and not processed), and a bare sentinel may also be
+// returned or wrapped by callers that need to say the same thing.
+var (
+	// ErrNotFound: the organization, app, build or file does not exist.
+	// Matches HTTP 404 or Applivery code 3001, whatever the status.
+	ErrNotFound = errors.New("not found")
 
-// IsUnauthorized reports whether the service-account token was missing or rejected.
-func IsUnauthorized(err error) bool {
-	e, ok := asError(err)
-	return ok && (e.Code == CodeNoAuthToken || e.Code == CodeTokenNotValid ||
-		(e.StatusCode == http.StatusUnauthorized && e.Code != CodeTokenExpired))
-}
+	// ErrUnauthorized: the service-account token was missing or rejected.
+	// Matches code 4002 or 2001, or HTTP 401 unless the code is 4005: that
+	// is an expired download token, which minting another one cures, not a
+	// fault of the service-account token.
+	ErrUnauthorized = errors.New("unauthorized")
 
-// IsForbidden reports whether the token is valid but lacks the permission.
-func IsForbidden(err error) bool {
-	e, ok := asError(err)
-	return ok && e.StatusCode == http.StatusForbidden
-}
+	// ErrForbidden: the token is valid but lacks the permission.
+	// Matches HTTP 403.
+	ErrForbidden = errors.New("forbidden")
 
-// IsNotProcessed reports whether the build cannot be downloaded yet (or ever: failed builds).
-func IsNotProcessed(err error) bool {
-	e, ok := asError(err)
-	return ok && e.Code == CodeNotProcessed
-}
+	// ErrNotProcessed: the build cannot be downloaded yet, or ever (a failed
+	// build). Matches code 5014.
+	ErrNotProcessed = errors.New("build not processed")
 
-// IsTokenExpired reports whether a download token expired before it was used.
-func IsTokenExpired(err error) bool {
-	e, ok := asError(err)
-	return ok && e.Code == CodeTokenExpired
-}
+	// ErrTokenExpired: a download token expired before it was used.
+	// Matches code 4005.
+	ErrTokenExpired = errors.New("download token expired")
 
-// IsThrottled reports whether the host asked us to slow down.
-func IsThrottled(err error) bool {
-	e, ok := asError(err)
-	return ok && e.StatusCode == http.StatusTooManyRequests
-}
+	// ErrThrottled: the host asked us to slow down. Matches HTTP 429.
+	ErrThrottled = errors.New("throttled")
 
-// IsServerError reports a 5xx answer: worth retrying.
-func IsServerError(err error) bool {
-	e, ok := asError(err)
-	return ok && e.StatusCode >= 500 && e.StatusCode <= 599
+	// ErrServerError: the host failed; worth retrying. Matches HTTP 5xx.
+	ErrServerError = errors.New("server error")
+)
+
+// Is lets errors.Is classify e by the sentinels above.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.StatusCode == http.StatusNotFound || e.Code == CodeNotFound
+	case ErrUnauthorized:
+		return e.Code == CodeNoAuthToken || e.Code == CodeTokenNotValid ||
+			(e.StatusCode == http.StatusUnauthorized && e.Code != CodeTokenExpired)
+	case ErrForbidden:
+		return e.StatusCode == http.StatusForbidden
+	case ErrNotProcessed:
+		return e.Code == CodeNotProcessed
+	case ErrTokenExpired:
+		return e.Code == CodeTokenExpired
+	case ErrThrottled:
+		return e.StatusCode == http.StatusTooManyRequests
+	case ErrServerError:
+		return e.StatusCode >= 500 && e.StatusCode <= 599
+	}
+	return false
 }
 
 // RetryAfter returns the delay a host asked for, if any.
@@ -113,8 +127,11 @@ func RetryAfter(err error) (time.Duration, bool) {
 // mid-body, timed out). An answer that could not be understood, or a
 // caller that gave up, is not temporary.
 func Temporary(err error) bool {
+	if errors.Is(err, ErrServerError) || errors.Is(err, ErrThrottled) {
+		return true
+	}
 	if _, ok := asError(err); ok {
-		return IsServerError(err) || IsThrottled(err)
+		return false // any other answer would only be given again
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errPermanent) {
 		return false
@@ -135,13 +152,25 @@ var ErrSizeMismatch = fmt.Errorf("storage object size differs from the size the 
 // (a different ETag), which an immutable build must never do.
 var ErrObjectChanged = fmt.Errorf("storage object changed (ETag differs): %w", errPermanent)
 
+// maxDuration is the longest time.Duration.
+const maxDuration = time.Duration(1<<63 - 1)
+
+// parseRetryAfter reads a Retry-After header, delay-seconds or an HTTP-date,
+// and returns 0 when it is absent, in the past or not understood: a guess
+// at a malformed value ("1.5", "7s") is no better than our own backoff.
 func parseRetryAfter(h string) time.Duration {
 	h = strings.TrimSpace(h)
 	if h == "" {
 		return 0
 	}
-	var secs int
-	if _, err := fmt.Sscanf(h, "%d", &secs); err == nil && secs >= 0 {
+	// ParseUint takes digits only, as RFC 9110 does (no sign). A value past
+	// uint64 is still a valid, enormous delay.
+	if secs, err := strconv.ParseUint(h, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// Clamp before multiplying: an overflow could wrap a host's "come
+		// back in centuries" into a wait of a fraction of a second.
+		if secs > uint64(maxDuration/time.Second) {
+			return maxDuration
+		}
 		return time.Duration(secs) * time.Second
 	}
 	if t, err := http.ParseTime(h); err == nil {

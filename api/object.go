@@ -37,11 +37,11 @@ type Object struct {
 
 	size atomic.Int64 // exact size, -1 until known
 
-	mu   sync.Mutex
-	loc  *url.URL  // current storage URL; nil until minted or after expiry
-	gen  uint64    // bumped with every new URL, so stale failures don't drop a fresh one
-	etag string    // first ETag storage gave, to notice changed bytes
-	mint *mintCall // mint in flight, shared by all readers waiting for a URL
+	mu     sync.Mutex
+	loc    *url.URL  // current storage URL; nil until minted or after expiry
+	urlSeq uint64    // bumped with every new URL, so stale failures don't drop a fresh one
+	etag   string    // first ETag storage gave, to notice changed bytes
+	mint   *mintCall // mint in flight, shared by all readers waiting for a URL
 
 	minted atomic.Int64
 }
@@ -49,7 +49,7 @@ type Object struct {
 type mintCall struct {
 	done chan struct{}
 	loc  *url.URL
-	gen  uint64
+	seq  uint64
 	err  error
 }
 
@@ -156,14 +156,14 @@ func (o *Object) withURL(ctx context.Context, what string, attempt func(context.
 	var b backoff
 	remints := 0
 	for {
-		loc, gen, err := o.location(ctx)
+		loc, seq, err := o.location(ctx)
 		if err == nil {
 			err = attempt(ctx, loc)
 			if err == nil || err == io.EOF {
 				return err
 			}
 			if urlExpired(err) {
-				o.invalidate(gen)
+				o.invalidate(seq)
 				if remints++; remints > maxRemints {
 					return fmt.Errorf("%s of %s: storage rejected %d fresh URLs: %w", what, o, maxRemints, err)
 				}
@@ -201,9 +201,9 @@ func (o *Object) giveUp(ctx context.Context, what string, start time.Time, err e
 func (o *Object) location(ctx context.Context) (*url.URL, uint64, error) {
 	o.mu.Lock()
 	if o.loc != nil {
-		loc, gen := o.loc, o.gen
+		loc, seq := o.loc, o.urlSeq
 		o.mu.Unlock()
-		return loc, gen, nil
+		return loc, seq, nil
 	}
 	call := o.mint
 	if call == nil {
@@ -214,7 +214,7 @@ func (o *Object) location(ctx context.Context) (*url.URL, uint64, error) {
 	o.mu.Unlock()
 	select {
 	case <-call.done:
-		return call.loc, call.gen, call.err
+		return call.loc, call.seq, call.err
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
 	}
@@ -228,9 +228,9 @@ func (o *Object) runMint(call *mintCall) {
 	loc, err := o.mintURL(ctx)
 	o.mu.Lock()
 	if err == nil {
-		o.gen++
+		o.urlSeq++
 		o.loc = loc
-		call.loc, call.gen = loc, o.gen
+		call.loc, call.seq = loc, o.urlSeq
 	}
 	call.err = err
 	o.mint = nil
@@ -248,16 +248,17 @@ func (o *Object) mintURL(ctx context.Context) (*url.URL, error) {
 		loc, err := o.c.ResolveToken(ctx, tok)
 		// A token that expired (or was spent) before we used it is not the
 		// reader's problem: a fresh one is.
-		if err != nil && (IsTokenExpired(err) || IsNotFound(err)) && try < 3 {
+		if err != nil && (errors.Is(err, ErrTokenExpired) || errors.Is(err, ErrNotFound)) && try < 3 {
 			continue
 		}
 		return loc, err
 	}
 }
 
-func (o *Object) invalidate(gen uint64) {
+// invalidate drops the URL numbered seq, unless a newer one replaced it.
+func (o *Object) invalidate(seq uint64) {
 	o.mu.Lock()
-	if o.gen == gen {
+	if o.urlSeq == seq {
 		o.loc = nil
 	}
 	o.mu.Unlock()
@@ -388,7 +389,7 @@ func (o *Object) checkETag(etag string) error {
 }
 
 // parseContentRange parses "bytes a-b/total" (total may be "*": -1) and
-// the 416 form "bytes */total" (start and end -1).
+// the 416 form "bytes */total" (start and end -1), whose total is required.
 func parseContentRange(h string) (start, end, total int64, ok bool) {
 	rest, found := strings.CutPrefix(strings.TrimSpace(h), "bytes ")
 	if !found {
@@ -407,6 +408,11 @@ func parseContentRange(h string) (start, end, total int64, ok bool) {
 		total = t
 	}
 	if rng == "*" {
+		// "bytes */*" says nothing; the caller would take total -1 for
+		// "past the end" and end the file early.
+		if total < 0 {
+			return 0, 0, 0, false
+		}
 		return -1, -1, total, true
 	}
 	a, b, found := strings.Cut(rng, "-")
@@ -440,30 +446,50 @@ func urlExpired(err error) bool {
 // maxRetryAfter is the longest Retry-After worth waiting for.
 const maxRetryAfter = 30 * time.Second
 
-// backoff is exponential with full jitter, and honours Retry-After.
+// Backoff steps: the first is short because most blips are, and the cap
+// keeps a long outage polled rather than abandoned between tries.
+const (
+	backoffFirst = 100 * time.Millisecond
+	backoffMax   = 5 * time.Second
+)
+
+// backoff is exponential with jitter, and honours Retry-After. The zero
+// value is ready to use.
 type backoff struct{ next time.Duration }
 
-func (b *backoff) wait(ctx context.Context, cause error) error {
+// delay returns how long to wait before the next try, and false when the
+// host asked for longer than maxRetryAfter: a host asking for minutes is
+// down, not busy. Each call grows the step, up to backoffMax.
+func (b *backoff) delay(cause error) (time.Duration, bool) {
 	if b.next == 0 {
-		b.next = 100 * time.Millisecond
+		b.next = backoffFirst
 	}
+	// Jitter spreads readers that failed together; the floor keeps a try
+	// from following the last one at once.
 	d := time.Duration(rand.Int64N(int64(b.next))) + b.next/4
-	if b.next < 5*time.Second {
-		b.next *= 2
-	}
+	b.next = min(2*b.next, backoffMax)
 	if ra, ok := RetryAfter(cause); ok && ra > d {
 		if ra > maxRetryAfter {
-			return cause // a host asking for minutes is down, not busy
+			return 0, false
 		}
 		d = ra
+	}
+	return d, true
+}
+
+// wait sleeps for the next delay. It returns cause, not a context error,
+// when it will not or cannot wait: the caller reports what went wrong, not
+// that it stopped.
+func (b *backoff) wait(ctx context.Context, cause error) error {
+	d, ok := b.delay(cause)
+	if !ok {
+		return cause
 	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 		return cause // waiting would pass the deadline: fail now, not later
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(d): // collected once it fires or is dropped (Go 1.23)
 		return nil
 	case <-ctx.Done():
 		return cause

@@ -233,8 +233,8 @@ func TestObjectStorageHardError(t *testing.T) {
 	emu.SetFaults(emulator.Faults{StorageStatus: 404})
 	start := time.Now()
 	_, err := obj.ReadAt(ctxTimeout(t, 10*time.Second), make([]byte, 10), 0)
-	if !api.IsNotFound(err) {
-		t.Errorf("storage 404 = %v, want IsNotFound", err)
+	if !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("storage 404 = %v, want ErrNotFound", err)
 	}
 	if strings.Contains(err.Error(), "sig=") || strings.Contains(err.Error(), "/o/") {
 		t.Errorf("error leaks the signed URL: %v", err)
@@ -562,11 +562,11 @@ func TestObjectNotProcessed(t *testing.T) {
 	obj := c.Object("acme", "field-app", b.ID, api.File, -1)
 	start := time.Now()
 	_, err := obj.ReadAt(ctxTimeout(t, 10*time.Second), make([]byte, 10), 0)
-	if !api.IsNotProcessed(err) {
-		t.Errorf("read of a pending build = %v, want IsNotProcessed", err)
+	if !errors.Is(err, api.ErrNotProcessed) {
+		t.Errorf("read of a pending build = %v, want ErrNotProcessed", err)
 	}
-	if _, err := obj.Stat(ctxTimeout(t, 10*time.Second)); !api.IsNotProcessed(err) {
-		t.Errorf("Stat of a pending build = %v, want IsNotProcessed", err)
+	if _, err := obj.Stat(ctxTimeout(t, 10*time.Second)); !errors.Is(err, api.ErrNotProcessed) {
+		t.Errorf("Stat of a pending build = %v, want ErrNotProcessed", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("took %s: not processed is not worth retrying", d)
@@ -579,8 +579,8 @@ func TestObjectTokensAlwaysExpired(t *testing.T) {
 	emu.SetTokenTTL(0)
 	start := time.Now()
 	_, err := obj.ReadAt(ctxTimeout(t, 10*time.Second), make([]byte, 10), 0)
-	if !api.IsTokenExpired(err) {
-		t.Errorf("read with every token expired = %v, want IsTokenExpired", err)
+	if !errors.Is(err, api.ErrTokenExpired) {
+		t.Errorf("read with every token expired = %v, want ErrTokenExpired", err)
 	}
 	if m := obj.TokensMinted(); m < 2 || m > 3 {
 		t.Errorf("TokensMinted = %d, want a few retries, then failure", m)

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/cache/disk"
 )
 
 // memSource serves bytes from memory and counts what it was asked.
@@ -115,7 +117,7 @@ func readFull(t *testing.T, r *Reader, size int, chunk int) []byte {
 func TestMemoryReadAndReread(t *testing.T) {
 	src := newMemSource(10*testBlock+123, 1)
 	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
-	f := c.File(FileKey{"aaaaaaaaaaaaaaaaaaaaaaaa", "file"}, int64(len(src.data)), sum(src.data), src)
+	f := c.File(FileKey{Build: "aaaaaaaaaaaaaaaaaaaaaaaa", Type: "file"}, int64(len(src.data)), sum(src.data), src)
 	r := f.NewReader()
 	got := readFull(t, r, len(src.data), 50_000) // unaligned reads straddle blocks
 	r.Close()
@@ -142,7 +144,7 @@ func TestConcurrentReadsShareOneRequest(t *testing.T) {
 	src := newMemSource(4*testBlock, 2)
 	src.delay = 50 * time.Millisecond
 	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
-	f := c.File(FileKey{"bbbbbbbbbbbbbbbbbbbbbbbb", "file"}, int64(len(src.data)), "", src)
+	f := c.File(FileKey{Build: "bbbbbbbbbbbbbbbbbbbbbbbb", Type: "file"}, int64(len(src.data)), "", src)
 	var wg sync.WaitGroup
 	for i := 0; i < 16; i++ {
 		wg.Add(1)
@@ -168,7 +170,7 @@ func TestConcurrentReadsShareOneRequest(t *testing.T) {
 func TestRandomReadsFetchOnlyWhatTheyTouch(t *testing.T) {
 	src := newMemSource(100*testBlock, 3)
 	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
-	f := c.File(FileKey{"cccccccccccccccccccccccc", "file"}, int64(len(src.data)), "", src)
+	f := c.File(FileKey{Build: "cccccccccccccccccccccccc", Type: "file"}, int64(len(src.data)), "", src)
 	r := f.NewReader()
 	defer r.Close()
 	buf := make([]byte, 100)
@@ -186,13 +188,13 @@ func TestSequentialPrefetchGrowsAndStaysInBudget(t *testing.T) {
 	src := newMemSource(200*testBlock, 4)
 	src.delay = 5 * time.Millisecond
 	c := newTestCache(t, Config{MemoryBytes: 32 * testBlock, MaxAhead: 8})
-	f := c.File(FileKey{"dddddddddddddddddddddddd", "file"}, int64(len(src.data)), sum(src.data), src)
+	f := c.File(FileKey{Build: "dddddddddddddddddddddddd", Type: "file"}, int64(len(src.data)), sum(src.data), src)
 	r := f.NewReader()
 	over := watchBudget(c)
 	got := readFull(t, r, len(src.data), 16<<10)
 	r.Close()
 	if o := over(); o != 0 {
-		t.Errorf("%d blocks held at once while reading, budget %d", o, c.slots)
+		t.Errorf("%d blocks held at once while reading, budget %d", o, c.mem.slots)
 	}
 	if !bytes.Equal(got, src.data) {
 		t.Fatal("wrong bytes")
@@ -216,7 +218,7 @@ func TestBudgetHoldsUnderManyReaders(t *testing.T) {
 	over := watchBudget(c)
 	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
-		f := c.File(FileKey{"eeeeeeeeeeeeeeeeeeeeeee" + string(rune('a'+i)), "file"}, int64(len(src.data)), "", src)
+		f := c.File(FileKey{Build: "eeeeeeeeeeeeeeeeeeeeeee" + string(rune('a'+i)), Type: "file"}, int64(len(src.data)), "", src)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -229,7 +231,7 @@ func TestBudgetHoldsUnderManyReaders(t *testing.T) {
 	}
 	wg.Wait()
 	if o := over(); o != 0 {
-		t.Errorf("%d blocks held at once, budget %d", o, c.slots)
+		t.Errorf("%d blocks held at once, budget %d", o, c.mem.slots)
 	}
 }
 
@@ -247,11 +249,9 @@ func watchBudget(c *Cache) func() int {
 				return
 			default:
 			}
-			c.mu.Lock()
-			if used := c.usedLocked(); used > c.slots && used > worst {
+			if used := c.mem.inUse(); used > c.mem.slots && used > worst {
 				worst = used
 			}
-			c.mu.Unlock()
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
@@ -266,7 +266,7 @@ func TestChecksumMismatchFailsAndDrops(t *testing.T) {
 	src := newMemSource(5*testBlock, 6)
 	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock})
 	bad := sum([]byte("something else"))
-	f := c.File(FileKey{"ffffffffffffffffffffffff", "file"}, int64(len(src.data)), bad, src)
+	f := c.File(FileKey{Build: "ffffffffffffffffffffffff", Type: "file"}, int64(len(src.data)), bad, src)
 	r := f.NewReader()
 	buf := make([]byte, 32<<10)
 	var err error
@@ -279,8 +279,8 @@ func TestChecksumMismatchFailsAndDrops(t *testing.T) {
 	if _, err := r.ReadAt(context.Background(), buf, 0); !errors.Is(err, ErrChecksum) {
 		t.Errorf("a read after the mismatch on the same open: %v, want ErrChecksum", err)
 	}
-	if c.lru.Len() != 0 {
-		t.Errorf("%d blocks still cached after a mismatch", c.lru.Len())
+	if n := c.lru.Len(); n != 0 {
+		t.Errorf("%d blocks still cached after a mismatch", n)
 	}
 	r.Close()
 	// A new open fetches afresh.
@@ -298,7 +298,7 @@ func TestCloseCancelsOrphanedPrefetch(t *testing.T) {
 	src.delay = 10 * time.Second
 	src.started = make(chan int64, 128)
 	c := newTestCache(t, Config{MemoryBytes: 64 * testBlock, MaxAhead: 8})
-	f := c.File(FileKey{"abababababababababababab", "file"}, int64(len(src.data)), "", src)
+	f := c.File(FileKey{Build: "abababababababababababab", Type: "file"}, int64(len(src.data)), "", src)
 	r := f.NewReader()
 	// Two sequential reads: the second starts prefetching blocks 1 and 2.
 	for _, off := range []int64{0, 10} {
@@ -324,13 +324,13 @@ func TestCloseCancelsOrphanedPrefetch(t *testing.T) {
 func TestDiskBackedRemount(t *testing.T) {
 	dir := t.TempDir()
 	src := newMemSource(7*testBlock+99, 8)
-	key := FileKey{"a1a1a1a1a1a1a1a1a1a1a1a1", "aab"}
+	key := FileKey{Build: "a1a1a1a1a1a1a1a1a1a1a1a1", Type: "aab"}
 	for round := 0; round < 2; round++ {
-		d, err := OpenDisk(dir, 1<<30)
+		d, err := disk.Open(dir, 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Disk: d})
+		c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Store: d})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,7 +358,7 @@ func TestMismatchFoundWhateverTheOrder(t *testing.T) {
 	src := newMemSource(12*testBlock+77, 9)
 	// Fewer slots than blocks: the check has to fetch evicted blocks again.
 	c := newTestCache(t, Config{MemoryBytes: 8 * testBlock})
-	f := c.File(FileKey{"cdcdcdcdcdcdcdcdcdcdcdcd", "file"}, int64(len(src.data)), sum([]byte("other")), src)
+	f := c.File(FileKey{Build: "cdcdcdcdcdcdcdcdcdcdcdcd", Type: "file"}, int64(len(src.data)), sum([]byte("other")), src)
 	r := f.NewReader()
 	defer r.Close()
 	buf := make([]byte, 20_000)
@@ -374,7 +374,7 @@ func TestMismatchFoundWhateverTheOrder(t *testing.T) {
 		t.Fatalf("reading every byte backwards: %v, want ErrChecksum", last)
 	}
 	// With the right checksum the same pattern passes and is counted.
-	f2 := c.File(FileKey{"dcdcdcdcdcdcdcdcdcdcdcdc", "file"}, int64(len(src.data)), sum(src.data), src)
+	f2 := c.File(FileKey{Build: "dcdcdcdcdcdcdcdcdcdcdcdc", Type: "file"}, int64(len(src.data)), sum(src.data), src)
 	r2 := f2.NewReader()
 	defer r2.Close()
 	for off := int64(len(src.data)) - 1; off >= 0; off -= int64(len(buf)) {
@@ -394,8 +394,8 @@ func TestMismatchFoundWhateverTheOrder(t *testing.T) {
 func TestUnverifiedNetworkBlocksOfATrustedFile(t *testing.T) {
 	dir := t.TempDir()
 	src := newMemSource(4*testBlock, 10)
-	key := FileKey{"efefefefefefefefefefefef", "file"}
-	d, err := OpenDisk(dir, 1<<30)
+	key := FileKey{Build: "efefefefefefefefefefefef", Type: "file"}
+	d, err := disk.Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +405,7 @@ func TestUnverifiedNetworkBlocksOfATrustedFile(t *testing.T) {
 	}
 	// Nothing is on disk, so every block comes from storage, whose bytes
 	// no longer match: the earlier verdict must not cover them.
-	c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Disk: d})
+	c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Store: d})
 	if err != nil {
 		t.Fatal(err)
 	}

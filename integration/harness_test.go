@@ -21,6 +21,7 @@ import (
 
 	"github.com/appliveryfs/appliveryfs/api"
 	"github.com/appliveryfs/appliveryfs/cache"
+	"github.com/appliveryfs/appliveryfs/cache/disk"
 	"github.com/appliveryfs/appliveryfs/fs"
 	"github.com/appliveryfs/appliveryfs/integration/emulator"
 )
@@ -77,7 +78,7 @@ type mounted struct {
 	dir   string
 	srv   *fuse.Server
 	cache *cache.Cache
-	disk  *cache.Disk
+	disk  *disk.Cache
 	done  bool
 }
 
@@ -102,22 +103,22 @@ func mount(t *testing.T, emu *emulator.Server, mc mountConfig) *mounted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	disk, err := cache.OpenDisk(mc.cacheDir, mc.diskBytes)
+	store, err := disk.Open(mc.cacheDir, mc.diskBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cache.New(cache.Config{BlockSize: mc.blockSize, MemoryBytes: mc.memBytes, Disk: disk,
+	c, err := cache.New(cache.Config{BlockSize: mc.blockSize, MemoryBytes: mc.memBytes, Store: store,
 		IOTimeout: mc.ioTimeout, MaxAhead: mc.prefetch})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsys := fs.New(fs.Config{Client: client, Cache: c, Disk: disk, UID: mc.uid, GID: mc.gid, Orgs: mc.orgs,
+	fsys := fs.New(fs.Config{Client: client, Cache: c, Sizes: store, UID: mc.uid, GID: mc.gid, Orgs: mc.orgs,
 		DirTTL: mc.dirTTL, IOTimeout: mc.ioTimeout, Log: log.New(testWriter{t}, "", 0)})
 	srv, err := fs.Mount(dir, fsys, fs.MountOptions{})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	m := &mounted{t: t, dir: dir, srv: srv, cache: c, disk: disk}
+	m := &mounted{t: t, dir: dir, srv: srv, cache: c, disk: store}
 	t.Cleanup(m.unmount)
 	return m
 }
@@ -150,19 +151,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// isMounted reports whether dir is a mountpoint in /proc/mounts.
 func isMounted(dir string) bool {
-	b, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 1 && f[1] == dir {
-			return true
-		}
-	}
-	return false
+	m, _ := fs.IsMounted(dir)
+	return m
 }
 
 // run runs a tool outside the mount (never with its working directory on

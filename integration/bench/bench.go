@@ -212,6 +212,39 @@ func (b *bench) setCaps(bandwidth int64, latency time.Duration) {
 	}
 }
 
+// scenario prepares one measurement: it sets the caps the measurement runs
+// under and makes it a fresh --cache-dir, so that it inherits neither the
+// caps nor the cached blocks of the one before. end removes the directory
+// and lifts the caps.
+func (b *bench) scenario(bandwidth int64, latency time.Duration) (cacheDir string, end func(), err error) {
+	b.setCaps(bandwidth, latency)
+	if cacheDir, err = b.newDir("cache"); err != nil {
+		b.setCaps(0, 0)
+		return "", nil, err
+	}
+	return cacheDir, func() {
+		os.RemoveAll(cacheDir)
+		b.setCaps(0, 0)
+	}, nil
+}
+
+// onFreshMount runs fn on a new mount of ours with an empty cache
+// directory, under the given caps, once the file shows its full size.
+func (b *bench) onFreshMount(label string, bandwidth int64, latency time.Duration, fn func(m *mountProc) error) error {
+	cacheDir, end, err := b.scenario(bandwidth, latency)
+	if err != nil {
+		return err
+	}
+	defer end()
+	m, err := b.mountOurs(label, cacheDir)
+	return withMount(m, err, func(m *mountProc) error {
+		if err := checkSize(m.path(), b.fx.size()); err != nil {
+			return err
+		}
+		return fn(m)
+	})
+}
+
 // newDir makes a numbered scratch directory.
 func (b *bench) newDir(kind string) (string, error) {
 	if b.cleanup.interrupted.Load() {

@@ -90,22 +90,18 @@ func (b *bench) sequentialRun() error {
 	if err := b.sequentialBaselines(); err != nil {
 		return err
 	}
-	for _, mode := range b.rcloneModes() {
-		if err := b.sequentialRclone(mode); err != nil {
-			b.rcloneFailed(mode, err)
-		}
-	}
+	b.rcloneRuns(false)
 	return nil
 }
 
 // sequentialOurs reads the file cold, again warm in the same mount, and
 // once more after a remount with the same cache directory.
 func (b *bench) sequentialOurs() error {
-	cacheDir, err := b.newDir("cache")
+	cacheDir, end, err := b.scenario(0, 0)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(cacheDir)
+	defer end()
 	size := b.fx.size()
 
 	m, err := b.mountOurs("cold", cacheDir)
@@ -127,18 +123,11 @@ func (b *bench) sequentialOurs() error {
 
 	m, err = b.mountOurs("remount", cacheDir)
 	return withMount(m, err, func(m *mountProc) error {
-		if err := checkSize(m.path(), size); err != nil {
-			return err
-		}
-		if err := dropCaches(); err != nil {
-			return err
-		}
-		before := b.fx.emu.Counters()
-		d, err := ddRead(m.path(), size)
+		var before, after emulator.Counters
+		d, err := remountRead(m, size, func() { before = b.fx.emu.Counters() }, func() { after = b.fx.emu.Counters() })
 		if err != nil {
 			return err
 		}
-		after := b.fx.emu.Counters()
 		fetched, tokens := after.StorageBytes-before.StorageBytes, after.TokensMinted-before.TokensMinted
 		b.res.add(keyRemountOurs, mibPerSec(size, d))
 		b.res.add(keyRemountBytes, float64(fetched))
@@ -147,6 +136,22 @@ func (b *bench) sequentialOurs() error {
 			m.label, mibPerSec(size, d), humanBytes(fetched), tokens)
 		return nil
 	})
+}
+
+// remountRead reads the whole file of a fresh mount with the page cache
+// dropped, so that every byte comes through the mount; start and stop
+// take the counters around the timed read alone.
+func remountRead(m *mountProc, size int64, start, stop func()) (time.Duration, error) {
+	if err := checkSize(m.path(), size); err != nil {
+		return 0, err
+	}
+	if err := dropCaches(); err != nil {
+		return 0, err
+	}
+	start()
+	d, err := ddRead(m.path(), size)
+	stop()
+	return d, err
 }
 
 // coldCopy reads the whole file from a fresh mount and records the
@@ -207,8 +212,22 @@ func (b *bench) sequentialBaselines() error {
 	return nil
 }
 
-// sequentialRclone is sequentialOurs for rclone mount.
-func (b *bench) sequentialRclone(mode string) error {
+// rcloneRuns runs rcloneRun for every rclone mode still working. A
+// failing mode is skipped from then on; it does not fail the figure.
+func (b *bench) rcloneRuns(capped bool) {
+	for _, mode := range b.rcloneModes() {
+		if err := b.rcloneRun(mode, capped); err != nil {
+			b.rcloneFailed(mode, err)
+		}
+	}
+}
+
+// rcloneRun is the rclone side of a figure, under whatever caps it set.
+// Capped (figure 2) it is a cold copy from a fresh mount; uncapped it is
+// sequentialOurs for rclone mount: cold, warm in the same mount, and after
+// a remount with the same cache directory (figures 1, 3 and 6).
+func (b *bench) rcloneRun(mode string, capped bool) error {
+	// Not b.scenario: the caps stay as the figure set them.
 	cacheDir, err := b.newDir("cache")
 	if err != nil {
 		return err
@@ -216,29 +235,33 @@ func (b *bench) sequentialRclone(mode string) error {
 	defer os.RemoveAll(cacheDir)
 	size := b.fx.size()
 
-	ds, err := b.rcloneReads(mode, cacheDir, 2)
+	reads := 2 // cold, then warm
+	if capped {
+		reads = 1
+	}
+	ds, err := b.rcloneReads(mode, cacheDir, reads)
 	if err != nil {
 		return err
 	}
-	cold, warm := ds[0], ds[1]
-	b.res.add(rcloneKey(mode, "cold"), mibPerSec(size, cold))
-	b.res.add(rcloneKey(mode, "warm"), mibPerSec(size, warm))
-	progress("  rclone (--vfs-cache-mode %s): cold cp %.0f MiB/s, warm re-read %.0f MiB/s", mode, mibPerSec(size, cold), mibPerSec(size, warm))
+	cold := mibPerSec(size, ds[0])
+	if capped {
+		b.res.add(rcloneKey(mode, "capped"), cold)
+		progress("  rclone (--vfs-cache-mode %s): cold cp %.1f MiB/s", mode, cold)
+		return nil
+	}
+	warm := mibPerSec(size, ds[1])
+	b.res.add(rcloneKey(mode, "cold"), cold)
+	b.res.add(rcloneKey(mode, "warm"), warm)
+	progress("  rclone (--vfs-cache-mode %s): cold cp %.0f MiB/s, warm re-read %.0f MiB/s", mode, cold, warm)
 
 	m, err := b.mountRclone(mode, cacheDir)
 	return withMount(m, err, func(m *mountProc) error {
-		if err := checkSize(m.path(), size); err != nil {
-			return err
-		}
-		if err := dropCaches(); err != nil {
-			return err
-		}
-		before := b.files.sent.Load()
-		d, err := ddRead(m.path(), size)
+		var before, after int64
+		d, err := remountRead(m, size, func() { before = b.files.sent.Load() }, func() { after = b.files.sent.Load() })
 		if err != nil {
 			return err
 		}
-		fetched := b.files.sent.Load() - before
+		fetched := after - before
 		b.res.add(rcloneKey(mode, "remount"), mibPerSec(size, d))
 		b.res.add(rcloneKey(mode, "remount-bytes"), float64(fetched))
 		progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from the server",
@@ -250,15 +273,13 @@ func (b *bench) sequentialRclone(mode string) error {
 // cappedRun measures figure 2: cold copies with every storage connection
 // capped and latency on every answer.
 func (b *bench) cappedRun() error {
-	b.setCaps(cappedBandwidth, cappedLatency)
-	defer b.setCaps(0, 0)
-	size := b.fx.size()
-
-	cacheDir, err := b.newDir("cache")
+	cacheDir, end, err := b.scenario(cappedBandwidth, cappedLatency)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(cacheDir)
+	defer end()
+	size := b.fx.size()
+
 	m, err := b.mountOurs("capped", cacheDir)
 	if err := withMount(m, err, func(m *mountProc) error { return b.coldCopy(m, cappedKeys) }); err != nil {
 		return err
@@ -271,27 +292,7 @@ func (b *bench) cappedRun() error {
 	b.res.add(keyCappedCurl, mibPerSec(size, d))
 	progress("  curl: mint + curl -L %.1f MiB/s", mibPerSec(size, d))
 
-	for _, mode := range b.rcloneModes() {
-		if err := b.cappedRclone(mode); err != nil {
-			b.rcloneFailed(mode, err)
-		}
-	}
-	return nil
-}
-
-func (b *bench) cappedRclone(mode string) error {
-	cacheDir, err := b.newDir("cache")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(cacheDir)
-	size := b.fx.size()
-	ds, err := b.rcloneReads(mode, cacheDir, 1)
-	if err != nil {
-		return err
-	}
-	b.res.add(rcloneKey(mode, "capped"), mibPerSec(size, ds[0]))
-	progress("  rclone (--vfs-cache-mode %s): cold cp %.1f MiB/s", mode, mibPerSec(size, ds[0]))
+	b.rcloneRuns(true)
 	return nil
 }
 
@@ -321,16 +322,7 @@ func (b *bench) rcloneReads(mode, cacheDir string, reads int) ([]time.Duration, 
 // copy after drop_caches.
 func (b *bench) unzipRun() error {
 	wantFiles := b.cfg.entries + 1 // the entries and Info.plist
-	cacheDir, err := b.newDir("cache")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(cacheDir)
-	m, err := b.mountOurs("unzip", cacheDir)
-	err = withMount(m, err, func(m *mountProc) error {
-		if err := checkSize(m.path(), b.fx.size()); err != nil {
-			return err
-		}
+	err := b.onFreshMount("unzip", 0, 0, func(m *mountProc) error {
 		before := b.fx.emu.Counters()
 		d, err := unzipList(m.path(), wantFiles)
 		if err != nil {
@@ -369,18 +361,7 @@ func (b *bench) firstByteRun() error {
 // firstByte times open + a 4 KiB read on a fresh mount (the path already
 // looked up) against mint + resolve + one Range request made directly.
 func (b *bench) firstByte(bandwidth int64, oursKey, baseKey string) error {
-	b.setCaps(bandwidth, cappedLatency)
-	defer b.setCaps(0, 0)
-	cacheDir, err := b.newDir("cache")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(cacheDir)
-	m, err := b.mountOurs("first-byte", cacheDir)
-	err = withMount(m, err, func(m *mountProc) error {
-		if err := checkSize(m.path(), b.fx.size()); err != nil {
-			return err
-		}
+	return b.onFreshMount("first-byte", bandwidth, cappedLatency, func(m *mountProc) error {
 		before := b.fx.emu.Counters()
 		d, err := readHead(m.path(), b.fx.data[:headBytes])
 		if err != nil {
@@ -391,18 +372,14 @@ func (b *bench) firstByte(bandwidth int64, oursKey, baseKey string) error {
 		progress("  %s: open + 4 KiB read %.1f ms (meanwhile %d API calls, %d redirects, %d storage requests)",
 			m.label, millis(d), apiCalls(after)-apiCalls(before), after.Redirects-before.Redirects,
 			after.StorageRequests-before.StorageRequests)
+		// The baseline under the same caps, which end with the mount.
+		if d, err = b.fx.directHead(); err != nil {
+			return err
+		}
+		b.res.add(baseKey, millis(d))
+		progress("  direct: mint + resolve + 4 KiB Range %.1f ms", millis(d))
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	d, err := b.fx.directHead()
-	if err != nil {
-		return err
-	}
-	b.res.add(baseKey, millis(d))
-	progress("  direct: mint + resolve + 4 KiB Range %.1f ms", millis(d))
-	return nil
 }
 
 // apiCalls totals the API requests of all kinds.

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/integration/emulator"
 )
 
 // fileServer is a static HTTP server for rclone's http backend: "/" is a
@@ -49,7 +51,9 @@ func (fs *fileServer) setCaps(bandwidth int64, latency time.Duration) {
 }
 
 func (fs *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !sleepCtx(r, time.Duration(fs.latency.Load())) {
+	// No stop channel: Close drops the connections, which ends the
+	// requests' contexts.
+	if !emulator.Sleep(r.Context(), time.Duration(fs.latency.Load()), nil) {
 		return
 	}
 	switch r.URL.Path {
@@ -62,21 +66,6 @@ func (fs *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(tw, r, fs.name, fs.modTime, bytes.NewReader(fs.data))
 	default:
 		http.NotFound(w, r)
-	}
-}
-
-// sleepCtx waits d; it reports false if the client went away meanwhile.
-func sleepCtx(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-		return false
 	}
 }
 
@@ -114,7 +103,7 @@ func (t *throttledWriter) Write(p []byte) (int, error) {
 		p = p[n:]
 		http.NewResponseController(t.ResponseWriter).Flush()
 		due := t.start.Add(time.Duration(float64(t.written) / float64(t.rate) * float64(time.Second)))
-		if !sleepCtx(t.req, time.Until(due)) {
+		if !emulator.Sleep(t.req.Context(), time.Until(due), nil) {
 			return total, t.req.Context().Err()
 		}
 	}

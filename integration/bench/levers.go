@@ -3,8 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"regexp"
+	"time"
 )
 
 // leverFigure is the figure a lever is judged on.
@@ -165,23 +165,21 @@ func leverMountName(capped bool, c mountConfig) string {
 // fresh --cache-dir; without caps it then re-reads it warm, after close
 // and reopen, as figures 1 and 3a do.
 func (b *bench) leverMount(capped bool, c mountConfig) error {
+	cold, label := leverCold, "lever-"+c.name()
+	bandwidth, latency := int64(0), time.Duration(0)
 	if capped {
-		b.setCaps(cappedBandwidth, cappedLatency)
-		defer b.setCaps(0, 0)
+		cold, label = leverCapped, "lever-capped-"+c.name()
+		bandwidth, latency = cappedBandwidth, cappedLatency
 	}
-	cacheDir, err := b.newDir("cache")
+	cacheDir, end, err := b.scenario(bandwidth, latency)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(cacheDir)
+	defer end()
 	// Writes left over from earlier mounts go out before, not during,
 	// the timed read.
 	if _, err := command("sync"); err != nil {
 		return err
-	}
-	cold, label := leverCold, "lever-"+c.name()
-	if capped {
-		cold, label = leverCapped, "lever-capped-"+c.name()
 	}
 	m, err := b.mountOurs(label, cacheDir, c.args()...)
 	return withMount(m, err, func(m *mountProc) error {

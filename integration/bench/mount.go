@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/fs"
 )
 
 const (
@@ -183,19 +185,9 @@ func (m *mountProc) terminate() error {
 	return errors.Join(errs...)
 }
 
-// isMounted reports whether dir is a mountpoint in /proc/mounts.
 func isMounted(dir string) bool {
-	b, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 1 && f[1] == dir {
-			return true
-		}
-	}
-	return false
+	m, _ := fs.IsMounted(dir)
+	return m
 }
 
 // mountsUnder lists the mountpoints at or below dir.

@@ -215,44 +215,32 @@ func (s *Server) handleAPI(rt apiRoute, q url.Values) (any, *apiError) {
 	return s.downloadToken(app, b, q)
 }
 
+// names are what organizations and apps are filtered and sorted by.
+type names struct{ id, name, slug string }
+
+// filterNamed applies the name and slug filters and the id, name or slug
+// sort of a list of organizations or apps, leaving items as it was.
+func filterNamed[T any](items []*T, q url.Values, of func(*T) names) []*T {
+	out := filter(slices.Clone(items), q, map[string]func(*T, string) bool{
+		"name": func(x *T, v string) bool { return containsFold(of(x).name, v) },
+		"slug": func(x *T, v string) bool { return of(x).slug == v },
+	})
+	sortBy(out, q.Get("sort"), "", map[string]func(a, b *T) int{
+		"id":   func(a, b *T) int { return strings.Compare(of(a).id, of(b).id) },
+		"name": func(a, b *T) int { return strings.Compare(of(a).name, of(b).name) },
+		"slug": func(a, b *T) int { return strings.Compare(of(a).slug, of(b).slug) },
+	})
+	return out
+}
+
 func (s *Server) listOrgs(q url.Values) *pageJSON {
-	orgs := slices.Clone(s.data.Orgs)
-	orgs = filter(orgs, q, map[string]func(*Org, string) bool{
-		"name": func(o *Org, v string) bool { return containsFold(o.Name, v) },
-		"slug": func(o *Org, v string) bool { return o.Slug == v },
-	})
-	sortBy(orgs, q.Get("sort"), "", map[string]func(a, b *Org) int{
-		"id":   func(a, b *Org) int { return strings.Compare(a.ID, b.ID) },
-		"name": func(a, b *Org) int { return strings.Compare(a.Name, b.Name) },
-		"slug": func(a, b *Org) int { return strings.Compare(a.Slug, b.Slug) },
-	})
-	window, page := paginate(orgs, q)
-	items := make([]orgJSON, 0, len(window))
-	for _, o := range window {
-		items = append(items, renderOrg(o))
-	}
-	page.Items = items
-	return page
+	orgs := filterNamed(s.data.Orgs, q, func(o *Org) names { return names{o.ID, o.Name, o.Slug} })
+	return paginate(orgs, q, renderOrg)
 }
 
 func (s *Server) listApps(org *Org, q url.Values) *pageJSON {
-	apps := slices.Clone(org.Apps)
-	apps = filter(apps, q, map[string]func(*App, string) bool{
-		"name": func(a *App, v string) bool { return containsFold(a.Name, v) },
-		"slug": func(a *App, v string) bool { return a.Slug == v },
-	})
-	sortBy(apps, q.Get("sort"), "", map[string]func(a, b *App) int{
-		"id":   func(a, b *App) int { return strings.Compare(a.ID, b.ID) },
-		"name": func(a, b *App) int { return strings.Compare(a.Name, b.Name) },
-		"slug": func(a, b *App) int { return strings.Compare(a.Slug, b.Slug) },
-	})
-	window, page := paginate(apps, q)
-	items := make([]appJSON, 0, len(window))
-	for _, a := range window {
-		items = append(items, s.renderApp(org, a))
-	}
-	page.Items = items
-	return page
+	apps := filterNamed(org.Apps, q, func(a *App) names { return names{a.ID, a.Name, a.Slug} })
+	return paginate(apps, q, func(a *App) appJSON { return s.renderApp(org, a) })
 }
 
 func (s *Server) listBuilds(org *Org, app *App, q url.Values) *pageJSON {
@@ -270,13 +258,7 @@ func (s *Server) listBuilds(org *Org, app *App, q url.Values) *pageJSON {
 		"updatedAt":   func(a, b *Build) int { return buildUpdatedAt(a).Compare(buildUpdatedAt(b)) },
 		"versionName": func(a, b *Build) int { return strings.Compare(a.VersionName, b.VersionName) },
 	})
-	window, page := paginate(builds, q)
-	items := make([]buildJSON, 0, len(window))
-	for _, b := range window {
-		items = append(items, s.renderBuild(org, app, b))
-	}
-	page.Items = items
-	return page
+	return paginate(builds, q, func(b *Build) buildJSON { return s.renderBuild(org, app, b) })
 }
 
 // downloadToken mints a token for one of a build's objects.
@@ -327,10 +309,10 @@ const (
 	maxLimit     = 100
 )
 
-// paginate cuts one page out of all. Bad or missing page and limit values
-// fall back to page 1 and the default limit; limit is clamped to maxLimit.
-// The caller fills in Items.
-func paginate[T any](all []T, q url.Values) ([]T, *pageJSON) {
+// paginate cuts one page out of all and renders its items. Bad or missing
+// page and limit values fall back to page 1 and the default limit; limit
+// is clamped to maxLimit.
+func paginate[T, J any](all []T, q url.Values, render func(T) J) *pageJSON {
 	page, err := strconv.Atoi(q.Get("page"))
 	if err != nil || page < 1 {
 		page = 1
@@ -360,7 +342,12 @@ func paginate[T any](all []T, q url.Values) ([]T, *pageJSON) {
 	}
 	start := min((page-1)*limit, len(all))
 	end := min(start+limit, len(all))
-	return all[start:end], p
+	items := make([]J, 0, end-start) // not nil: a page past the end lists "items": []
+	for _, it := range all[start:end] {
+		items = append(items, render(it))
+	}
+	p.Items = items
+	return p
 }
 
 // filter keeps the items matching every filter present in q.

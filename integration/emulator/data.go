@@ -113,29 +113,23 @@ func (d *Dataset) AddBuild(orgSlug, appSlug string, b *Build) error {
 
 // org finds an organization by id, then by slug, as the API does.
 func (d *Dataset) org(ref string) *Org {
-	for _, o := range d.Orgs {
-		if o.ID == ref {
-			return o
-		}
-	}
-	for _, o := range d.Orgs {
-		if o.Slug == ref {
-			return o
-		}
-	}
-	return nil
+	return byRef(d.Orgs, ref, func(o *Org) string { return o.ID }, func(o *Org) string { return o.Slug })
 }
 
 // app finds an app by id, then by slug.
 func (o *Org) app(ref string) *App {
-	for _, a := range o.Apps {
-		if a.ID == ref {
-			return a
-		}
-	}
-	for _, a := range o.Apps {
-		if a.Slug == ref {
-			return a
+	return byRef(o.Apps, ref, func(a *App) string { return a.ID }, func(a *App) string { return a.Slug })
+}
+
+// byRef finds the item whose id is ref or, failing that, the first whose
+// slug is. Ids go first, as in the API, so an id wins over another item's
+// slug that happens to spell it.
+func byRef[T any](items []*T, ref string, id, slug func(*T) string) *T {
+	for _, key := range [...]func(*T) string{id, slug} {
+		for _, it := range items {
+			if key(it) == ref {
+				return it
+			}
 		}
 	}
 	return nil

@@ -305,10 +305,15 @@ func (s *Server) dropIfDown(w http.ResponseWriter) bool {
 // delay waits out the configured latency. It reports false if the client
 // went away or the server closed meanwhile.
 func (s *Server) delay(r *http.Request) bool {
-	return s.sleep(r.Context(), time.Duration(s.latency.Load()))
+	return Sleep(r.Context(), time.Duration(s.latency.Load()), s.done)
 }
 
-func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d and reports true, or reports false as soon as ctx is done
+// or stop is closed; a nil stop never closes. A d <= 0 returns true at
+// once. Handlers that inject latency or pace a body pass their request's
+// context, so that a client hanging up frees them at once, and a stop
+// channel closed on shutdown, so that Close need not wait out the delays.
+func Sleep(ctx context.Context, d time.Duration, stop <-chan struct{}) bool {
 	if d <= 0 {
 		return true
 	}
@@ -318,10 +323,9 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	case <-ctx.Done():
-		return false
-	case <-s.done:
-		return false
+	case <-stop:
 	}
+	return false
 }
 
 // Counters count what clients did since Start or ResetCounters. An API

@@ -265,7 +265,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, body []byte) {
 			// Push the chunk out now, or the response buffer would bunch
 			// small chunks together and defeat the pacing.
 			rc.Flush()
-			if !s.sleep(r.Context(), p.wait(written)) {
+			if !Sleep(r.Context(), p.wait(written), s.done) {
 				return
 			}
 		}

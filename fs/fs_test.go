@@ -35,6 +35,21 @@ func TestErrnoMapping(t *testing.T) {
 	}
 }
 
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		`/mnt/plain`:         "/mnt/plain",
+		`/mnt/with\040space`: "/mnt/with space",
+		`/mnt/tab\011x`:      "/mnt/tab\tx",
+		`/mnt/back\134slash`: `/mnt/back\slash`,
+		`/mnt/short\04`:      `/mnt/short\04`,
+		`/mnt/notoct\999`:    `/mnt/notoct\999`,
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestSafeName(t *testing.T) {
 	for name, want := range map[string]bool{"acme": true, "": false, ".": false, "..": false, "a/b": false, "a\x00": false, "field-app": true} {
 		if got := safeName(name); got != want {
@@ -45,9 +60,9 @@ func TestSafeName(t *testing.T) {
 
 func TestListingKeepsFirstOfDuplicateNamesAndHidesAliases(t *testing.T) {
 	l := newListing([]*entry{
-		{name: "b", kind: kindDir},
-		{name: "a", kind: kindDir, target: "first"},
-		{name: "a", kind: kindDir, target: "second"},
+		{name: "b", kind: kindApp},
+		{name: "a", kind: kindApp, target: "first"},
+		{name: "a", kind: kindApp, target: "second"},
 		{name: "65f0c3a112ae30237b17df14", kind: kindLink, hidden: true, target: "a"},
 	})
 	if len(l.visible) != 2 || l.visible[0].name != "a" || l.visible[1].name != "b" {
@@ -69,7 +84,7 @@ func TestSymlinkInodeFollowsTarget(t *testing.T) {
 	if a == b || a != c {
 		t.Errorf("inodes %d %d %d: a new target needs a new inode, the same target the same", a, b, c)
 	}
-	if d := f.ino(inoKey("o/a/x", &entry{kind: kindDir})); d == a || d == b {
+	if d := f.ino(inoKey("o/a/x", &entry{kind: kindBuild})); d == a || d == b {
 		t.Error("inode numbers collide")
 	}
 }

@@ -1,0 +1,310 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Reader reads a File for one open file handle.
+type Reader struct {
+	f *File
+
+	mu        sync.Mutex
+	next      int64                // offset where a sequential reader reads next; -1 before any read
+	window    int                  // blocks to keep fetched ahead; 0 for random access
+	fetchedTo int64                // last block prefetched in this sequential run; -1 for none
+	holds     map[int64]*fillState // unfinished fills this reader wants: read from, or fetched ahead
+	closed    bool
+}
+
+// ReadAt reads into p at off, waiting only for the bytes it returns.
+func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	f := r.f
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	if rest := f.size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	if err := f.failure(); err != nil {
+		return 0, err
+	}
+	epoch := f.epoch()
+	r.prefetch(ctx, off, len(p))
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		idx := pos / f.blockSize
+		m, err := r.readBlock(ctx, idx, p[n:], int(pos-idx*f.blockSize))
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	if err := f.served(ctx, off, n, epoch); err != nil {
+		return 0, err
+	}
+	if err := f.failure(); err != nil {
+		return 0, err // found wrong while we read: these bytes are too
+	}
+	return n, nil
+}
+
+// readBlock copies from block idx, at inBlock, as much of p as it holds.
+func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int) (int, error) {
+	f := r.f
+	for try := 0; ; try++ {
+		b, err := f.c.acquire(ctx, f, idx, true)
+		if err != nil {
+			return 0, err
+		}
+		want := min(len(p), len(b.data)-inBlock)
+		err = b.waitFor(ctx, inBlock+want)
+		n := 0
+		if err == nil {
+			n = copy(p[:want], b.data[inBlock:inBlock+want])
+		}
+		// The reader keeps its hold: it will likely read the rest of the
+		// block, and the fill must go on until it does or closes the file.
+		r.keep(idx, b)
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) && try < 3 {
+			continue // the fill was cancelled by a reader that let go of it just as we joined
+		}
+		return n, err
+	}
+}
+
+// prefetch updates the access pattern and starts fetches ahead of a
+// sequential reader. A jump resets the window; the window doubles with
+// every block a sequential reader enters, up to MaxAhead. The first read
+// of a file prefetches nothing, so the first byte has the link to itself.
+func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
+	f := r.f
+	bs := f.blockSize
+	r.mu.Lock()
+	r.pruneLocked()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	// The kernel's readahead sends several READs at once, so a sequential
+	// stream arrives slightly out of order: allow some slack.
+	slack := 2 * bs
+	end := off + int64(n)
+	if r.next < 0 || off < r.next-slack || off > r.next+slack {
+		r.window, r.fetchedTo = 0, -1
+		r.next = end
+		r.mu.Unlock()
+		return
+	}
+	if end/bs > r.next/bs || r.window == 0 {
+		r.window = min(max(2*r.window, 2), f.c.cfg.MaxAhead)
+	}
+	r.next = max(r.next, end)
+	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
+	first, last := max(cur+1, r.fetchedTo+1), min(cur+int64(r.window), f.nblocks-1)
+	r.mu.Unlock()
+	for idx := first; idx <= last; idx++ {
+		b, err := f.c.acquire(ctx, f, idx, false)
+		if err != nil {
+			return // budget or fetch slots taken: the next read tries again
+		}
+		r.keep(idx, b)
+		r.mu.Lock()
+		r.fetchedTo = max(r.fetchedTo, idx)
+		r.mu.Unlock()
+	}
+}
+
+// keep holds an unfinished fill until the reader closes, so that closing
+// cancels what nobody waits for. A finished fill needs no hold.
+func (r *Reader) keep(idx int64, b *block) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old, dup := r.holds[idx]
+	if r.closed || old == b.state || b.state.finished() {
+		b.release()
+		return
+	}
+	if dup {
+		old.release() // a failed fill, replaced by a fresh one
+	}
+	r.holds[idx] = b.state
+}
+
+// pruneLocked lets go of fills that have finished.
+func (r *Reader) pruneLocked() {
+	for idx, s := range r.holds {
+		if s.finished() {
+			delete(r.holds, idx)
+			s.release()
+		}
+	}
+}
+
+// Pause lets go of everything this reader fetched ahead, cancelling the
+// fetches no read waits for, and restarts its access pattern. A process
+// closing its descriptor (or dying: Ctrl-C on cp) pauses the reader long
+// before the last read in flight allows it to be closed.
+func (r *Reader) Pause() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.releaseLocked()
+	r.next, r.window, r.fetchedTo = -1, 0, -1
+}
+
+// Close stops prefetching for this reader and cancels the fetches it
+// started that no reader waits for.
+func (r *Reader) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.releaseLocked()
+	r.f.readers.Add(-1)
+}
+
+func (r *Reader) releaseLocked() {
+	for idx, s := range r.holds {
+		delete(r.holds, idx)
+		s.release()
+	}
+}
+
+// acquire returns block idx of f, cached or in flight, or starts filling
+// it, with a hold the caller must release: a lookup, a reservation of
+// memory, a fill. A demand read may wait for memory; a prefetch never does.
+func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*block, error) {
+	key := blockKey{f.key, idx}
+	for {
+		if b, ok := c.lookup(key); ok {
+			return b, nil
+		}
+		if !demand && c.prefetchesFull() {
+			return nil, errNoRoom
+		}
+		if err := c.reserve(ctx, demand); err != nil {
+			return nil, err
+		}
+		if b, err := c.startFill(f, key, demand); b != nil || err != nil {
+			return b, err
+		}
+		// Cached by another reader while we reserved: look again.
+	}
+}
+
+// lookup joins a block that is cached or being filled.
+func (c *Cache) lookup(key blockKey) (*block, bool) {
+	if b, ok := c.lru.Get(key); ok && b.state.join() {
+		c.stats.memHits.Add(1)
+		return b, true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b, ok := c.inflight[key]; ok && b.state.join() {
+		return b, true
+	}
+	return nil, false
+}
+
+func (c *Cache) prefetchesFull() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.prefetching >= c.cfg.MaxFetches
+}
+
+// startFill starts filling a block in the memory slot the caller reserved.
+// Should another reader have started or cached it meanwhile, the slot goes
+// back, and the caller gets that fill or (nil, nil) to look again.
+func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
+	c.mu.Lock()
+	var err error
+	switch b, ok := c.inflight[key]; {
+	case ok && b.state.join():
+		c.mu.Unlock()
+		c.mem.release()
+		return b, nil
+	case c.lru.Contains(key):
+	case c.base.Err() != nil:
+		err = errors.New("cache closed")
+	case !demand && c.prefetching >= c.cfg.MaxFetches:
+		err = errNoRoom
+	default:
+		b := newBlock(f.blockLen(key.idx), f.epoch(), c.mem)
+		fctx, cancel := context.WithTimeout(c.base, c.cfg.IOTimeout)
+		b.state.cancel = cancel
+		c.inflight[key] = b
+		if !demand {
+			c.prefetching++
+			c.stats.prefetches.Add(1)
+		}
+		c.fills.Add(1)
+		c.mu.Unlock()
+		go c.fill(fctx, f, key, b, !demand)
+		return b, nil
+	}
+	c.mu.Unlock()
+	c.mem.release()
+	return nil, err
+}
+
+// fill loads a block from the store or the source. It runs detached from
+// any reader: a reader that gives up must not fail the others waiting.
+func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefetch bool) {
+	defer c.fills.Done()
+	defer b.state.cancel()
+	var err error
+	fromStore := c.store != nil && c.store.ReadBlock(key.file, f.blockSize, key.idx, b.data)
+	if fromStore {
+		c.stats.diskHits.Add(1)
+	} else {
+		f.fromSource() // before the first byte can reach a reader
+		var n int
+		n, err = f.src.ReadAtProgress(ctx, b.data, key.idx*f.blockSize, b.progress)
+		if err == nil && n < len(b.data) {
+			err = fmt.Errorf("source ended at %d of %d bytes", n, len(b.data))
+		}
+		if err != nil {
+			err = fmt.Errorf("fetch block %d of %s: %w", key.idx, key.file, err)
+		} else {
+			c.stats.fetches.Add(1)
+			c.stats.fetchedBytes.Add(int64(n))
+		}
+	}
+	// Bytes fetched before the file was dropped (a checksum mismatch) are
+	// served to the readers that waited for them, but not kept.
+	keep := err == nil && b.epoch == f.epoch()
+	queue := keep && !fromStore && c.writes != nil
+	// From in flight to cached in one step, holding the memory throughout.
+	c.mu.Lock()
+	if keep {
+		b.refs.Add(1) // before the LRU can evict it
+		if found, _ := c.lru.ContainsOrAdd(key, b); found {
+			b.refs.Add(-1) // cannot reach 0: the fill still holds it
+		}
+	}
+	if queue {
+		b.refs.Add(1)
+	}
+	if c.inflight[key] == b {
+		delete(c.inflight, key)
+	}
+	if prefetch {
+		c.prefetching--
+	}
+	c.mu.Unlock()
+	b.finish(err)
+	b.unref() // the fill's own hold
+	if !keep {
+		return
+	}
+	f.blockCached()
+	if queue {
+		c.writes <- storeWrite{key: key, block: b, file: f}
+	}
+}

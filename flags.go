@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/appliveryfs/appliveryfs/api"
+)
+
+// connFlags are the flags of every command that talks to Applivery.
+type connFlags struct {
+	tokenFile   string
+	apiURL      string
+	downloadURL string
+}
+
+// newConnFlags registers the connection flags on fl.
+func newConnFlags(fl *pflag.FlagSet) *connFlags {
+	c := new(connFlags)
+	fl.StringVar(&c.tokenFile, "token-file", "", "read the Service Account token from `FILE` (default: $APPLIVERY_TOKEN)")
+	fl.StringVar(&c.apiURL, "api-url", api.DefaultAPIURL, "Applivery API base `URL`")
+	fl.StringVar(&c.downloadURL, "download-url", api.DefaultDownloadURL, "Applivery download host base `URL`")
+	return c
+}
+
+// client builds an API client. The token is never taken from a flag value,
+// where it would show in ps and shell history.
+func (c *connFlags) client() (*api.Client, error) {
+	token := strings.TrimSpace(os.Getenv("APPLIVERY_TOKEN"))
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return nil, fmt.Errorf("token file %s is empty", c.tokenFile)
+		}
+	}
+	if token == "" {
+		return nil, usageErr("no token: set APPLIVERY_TOKEN or pass --token-file FILE")
+	}
+	return api.NewClient(api.Config{APIURL: c.apiURL, DownloadURL: c.downloadURL, Token: token,
+		UserAgent: "appliveryfs/" + version})
+}
+
+// byteSize is a flag value such as 256M, 10GiB or 1048576.
+type byteSize int64
+
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"T", 40}, {"G", 30}, {"M", 20}, {"K", 10}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+func (b *byteSize) Type() string { return "size" }
+func (b *byteSize) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q: want a byte count such as 1048576, 256M or 10G", s)
+	}
+	return n * mult, nil
+}
+
+// mountFlags are the flags of mount and demo.
+type mountFlags struct {
+	orgs        []string
+	uid, gid    int
+	cacheSize   byteSize
+	blockSize   byteSize
+	cacheDir    string
+	diskSize    byteSize
+	dirTTL      time.Duration
+	ioTimeout   time.Duration
+	allowOther  bool
+	readAheadKB int
+	prefetch    int
+	maxBG       int
+	kernelCache bool
+	debug       bool
+}
+
+// newMountFlags registers the flags of mount and demo on fl.
+func newMountFlags(fl *pflag.FlagSet) *mountFlags {
+	m := &mountFlags{}
+	m.cacheSize, m.blockSize, m.diskSize = 256<<20, 4<<20, 10<<30
+	fl.StringArrayVar(&m.orgs, "org", nil, "show only this organization (id or slug); repeatable")
+	fl.IntVar(&m.uid, "uid", os.Getuid(), "owner of every file")
+	fl.IntVar(&m.gid, "gid", os.Getgid(), "group of every file")
+	fl.Var(&m.cacheSize, "cache-size", "memory for cached and in-flight blocks, all files together")
+	fl.Var(&m.blockSize, "block-size", "bytes fetched per storage request")
+	fl.StringVar(&m.cacheDir, "cache-dir", defaultCacheDir(), "persistent cache `DIR`")
+	fl.Var(&m.diskSize, "disk-cache-size", "cap of the persistent block cache; 0 disables it")
+	fl.DurationVar(&m.dirTTL, "dir-ttl", time.Minute, "how long organization and app listings are trusted")
+	fl.DurationVar(&m.ioTimeout, "io-timeout", 60*time.Second, "a read that cannot complete in this time fails with EIO")
+	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users read the mount")
+	fl.IntVar(&m.readAheadKB, "read-ahead-kb", 4096, "kernel readahead of the mount")
+	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader")
+	fl.IntVar(&m.maxBG, "max-background", 64, "kernel readahead READs in flight (tuning)")
+	fl.BoolVar(&m.kernelCache, "kernel-cache", true, "keep file pages cached in the kernel across opens (tuning: builds never change)")
+	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
+	return m
+}
+
+func defaultCacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "appliveryfs")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".cache", "appliveryfs")
+	}
+	return filepath.Join(os.TempDir(), "appliveryfs-cache")
+}

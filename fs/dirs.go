@@ -1,0 +1,212 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"path"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/appliveryfs/appliveryfs/api"
+)
+
+// Builds never change, so what the kernel learns about a build's
+// directory and files may be kept for as long as it likes.
+const immutableTTL = 24 * time.Hour
+
+// listedDir is the root, an organization or an app: a directory whose
+// entries come from an API listing that changes as builds are uploaded.
+// The three differ only in what they list, so they share one type.
+type listedDir struct {
+	gofs.Inode
+	fsys  *FS
+	path  string
+	mtime time.Time
+	list  func(context.Context) ([]*entry, error)
+	app   *entry // set for an app: its builds may be looked up by id before a listing shows them
+}
+
+var (
+	_ gofs.NodeLookuper  = (*listedDir)(nil)
+	_ gofs.NodeReaddirer = (*listedDir)(nil)
+	_ gofs.NodeGetattrer = (*listedDir)(nil)
+	_ gofs.NodeSetattrer = (*listedDir)(nil)
+)
+
+// Root returns the root node to mount.
+func (f *FS) Root() gofs.InodeEmbedder {
+	return &listedDir{fsys: f, mtime: f.started, list: f.listRoot}
+}
+
+func (d *listedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	f := d.fsys
+	l, err := f.listing(ctx, d.path, d.list)
+	if err != nil {
+		f.logOnce("lookup:"+d.path+err.Error(), "appliveryfs: list /%s: %v", d.path, err)
+		return nil, errno(ctx, err)
+	}
+	e, ok := l.byName[name]
+	if !ok && d.app != nil && buildIDPattern.MatchString(name) {
+		if e, err = d.lookupNewBuild(ctx, name); err != nil {
+			return nil, errno(ctx, err)
+		}
+		ok = e != nil
+	}
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	p := path.Join(d.path, e.name)
+	a := &out.Attr
+	a.Ino = f.ino(inoKey(p, e))
+	a.Owner = fuse.Owner{Uid: f.cfg.UID, Gid: f.cfg.GID}
+	setTime(a, e.mtime)
+	ttl := f.cfg.DirTTL
+	var child gofs.InodeEmbedder
+	switch e.kind {
+	case kindOrg:
+		setDirAttr(a)
+		child = &listedDir{fsys: f, path: p, mtime: e.mtime,
+			list: func(ctx context.Context) ([]*entry, error) { return f.listOrg(ctx, e.org) }}
+	case kindApp:
+		setDirAttr(a)
+		child = &listedDir{fsys: f, path: p, mtime: e.mtime, app: e,
+			list: func(ctx context.Context) ([]*entry, error) { return f.listApp(ctx, e.org, e.app) }}
+	case kindBuild:
+		setDirAttr(a)
+		ttl = immutableTTL
+		child = &buildDir{fsys: f, path: p, buildRef: buildRef{e.org, e.app, e.build}}
+	case kindLink:
+		setLinkAttr(a, e.target)
+		child = &linkNode{target: e.target, fixedAttr: fixedAttr{*a}}
+	}
+	out.SetEntryTimeout(ttl)
+	out.SetAttrTimeout(ttl)
+	return d.NewInode(ctx, child, gofs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino}), 0
+}
+
+// lookupNewBuild finds a build uploaded since the app was listed, and
+// keeps it beside the listing until the next refresh replaces both.
+func (d *listedDir) lookupNewBuild(ctx context.Context, id string) (*entry, error) {
+	f := d.fsys
+	f.listMu.Lock()
+	e := f.found[d.path][id]
+	f.listMu.Unlock()
+	if e != nil {
+		return e, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.IOTimeout)
+	defer cancel()
+	b, err := f.cfg.Client.Build(ctx, d.app.org.ID, d.app.app.ID, id)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if b.Status != api.StatusProcessed || b.ID != id {
+		return nil, nil
+	}
+	f.listMu.Lock()
+	defer f.listMu.Unlock()
+	if e = f.found[d.path][id]; e == nil {
+		e = &entry{name: id, kind: kindBuild, org: d.app.org, app: d.app.app, build: b, mtime: b.CreatedAt}
+		if f.found[d.path] == nil {
+			f.found[d.path] = make(map[string]*entry)
+		}
+		f.found[d.path][id] = e
+	}
+	return e, nil
+}
+
+// inoKey names the object behind a path for inode numbering. A symlink
+// that changes target (latest) must get a new inode: go-fuse hands back the
+// live node of a known inode number, which would keep the old target.
+func inoKey(p string, e *entry) string {
+	if e.kind == kindLink {
+		return p + "\x00" + e.target
+	}
+	return p
+}
+
+func (d *listedDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	f := d.fsys
+	l, err := f.listing(ctx, d.path, d.list)
+	if err != nil {
+		f.logOnce("readdir:"+d.path+err.Error(), "appliveryfs: list /%s: %v", d.path, err)
+		return nil, errno(ctx, err)
+	}
+	out := make([]fuse.DirEntry, 0, len(l.visible))
+	for _, e := range l.visible {
+		mode := uint32(syscall.S_IFDIR)
+		if e.kind == kindLink {
+			mode = syscall.S_IFLNK
+		}
+		out = append(out, fuse.DirEntry{Name: e.name, Mode: mode, Ino: f.ino(inoKey(path.Join(d.path, e.name), e))})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+func (d *listedDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	setDirAttr(&out.Attr)
+	out.Owner = fuse.Owner{Uid: d.fsys.cfg.UID, Gid: d.fsys.cfg.GID}
+	setTime(&out.Attr, d.mtime)
+	out.SetTimeout(d.fsys.cfg.DirTTL)
+	return 0
+}
+
+func (d *listedDir) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+func setDirAttr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | 0o555
+	a.Nlink = 2
+}
+
+func setLinkAttr(a *fuse.Attr, target string) {
+	a.Mode = syscall.S_IFLNK | 0o777
+	a.Size = uint64(len(target))
+	a.Nlink = 1
+}
+
+func setTime(a *fuse.Attr, t time.Time) {
+	if t.IsZero() {
+		t = time.Unix(0, 0)
+	}
+	a.SetTimes(&t, &t, &t)
+}
+
+// fixedAttr answers Getattr and Setattr for a node whose attributes never
+// change: a symlink, info.json.
+type fixedAttr struct {
+	attr fuse.Attr
+}
+
+func (f *fixedAttr) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Attr = f.attr
+	out.SetTimeout(immutableTTL)
+	return 0
+}
+
+func (f *fixedAttr) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+// linkNode is a relative symlink: latest, an id alias, or a bare type name.
+// Its target never changes: a new target is a new inode (see inoKey).
+type linkNode struct {
+	gofs.Inode
+	fixedAttr
+	target string
+}
+
+var (
+	_ gofs.NodeReadlinker = (*linkNode)(nil)
+	_ gofs.NodeGetattrer  = (*linkNode)(nil)
+	_ gofs.NodeSetattrer  = (*linkNode)(nil)
+)
+
+func (l *linkNode) Readlink(context.Context) ([]byte, syscall.Errno) { return []byte(l.target), 0 }
