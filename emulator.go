@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -82,6 +83,9 @@ func runDemo(fl *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	}
 	client, err := api.NewClient(api.Config{APIURL: emu.APIURL(), DownloadURL: emu.DownloadURL(), Token: emu.Token()})
 	if err != nil {
+		return err
+	}
+	if mnt, err = filepath.Abs(mnt); err != nil {
 		return err
 	}
 	return serve(client, mnt, mf, stderr, func(dir string) {

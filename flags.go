@@ -24,9 +24,19 @@ type connFlags struct {
 func newConnFlags(fl *pflag.FlagSet) *connFlags {
 	c := new(connFlags)
 	fl.StringVar(&c.tokenFile, "token-file", "", "read the Service Account token from `FILE` (default: $APPLIVERY_TOKEN)")
-	fl.StringVar(&c.apiURL, "api-url", api.DefaultAPIURL, "Applivery API base `URL`")
-	fl.StringVar(&c.downloadURL, "download-url", api.DefaultDownloadURL, "Applivery download host base `URL`")
+	fl.StringVar(&c.apiURL, "api-url", envOr("APPLIVERY_API_URL", api.DefaultAPIURL), "Applivery API base `URL` ($APPLIVERY_API_URL)")
+	fl.StringVar(&c.downloadURL, "download-url", envOr("APPLIVERY_DOWNLOAD_URL", api.DefaultDownloadURL),
+		"Applivery download host base `URL` ($APPLIVERY_DOWNLOAD_URL)")
 	return c
+}
+
+// envOr is the environment's value of name, or def when it is unset or empty:
+// units and CI jobs set the connection once instead of on every command.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 // client builds an API client. The token is never taken from a flag value,
@@ -117,6 +127,13 @@ type mountFlags struct {
 	maxBG       int
 	kernelCache bool
 	debug       bool
+
+	allowNonEmpty bool
+	stopTimeout   time.Duration
+	fsName        string
+	// Only mount has these: demo always runs in the foreground.
+	daemon  bool
+	logFile string
 }
 
 // newMountFlags registers the flags of mount and demo on fl.
@@ -138,10 +155,25 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 	fl.IntVar(&m.maxBG, "max-background", 64, "kernel readahead READs in flight (tuning)")
 	fl.BoolVar(&m.kernelCache, "kernel-cache", true, "keep file pages cached in the kernel across opens (tuning: builds never change)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
+	fl.BoolVar(&m.allowNonEmpty, "allow-non-empty", false, "mount over a directory that has files, hiding them while mounted")
+	fl.DurationVar(&m.stopTimeout, "stop-timeout", 5*time.Second,
+		"on SIGINT or SIGTERM, how long reads in flight may finish after the mount is detached")
+	fl.StringVar(&m.fsName, "fsname", "appliveryfs", "the mount's source, as /proc/mounts and df show it")
 	return m
 }
 
+// registerBackground adds the flags of a mount that may leave the foreground.
+func (m *mountFlags) registerBackground(fl *pflag.FlagSet) {
+	fl.BoolVar(&m.daemon, "daemon", false, "return once the mount serves requests, leaving it in the background")
+	fl.StringVar(&m.logFile, "log-file", "", "append the log to `FILE`; in the background (--daemon, fstab) nothing is logged without it")
+}
+
+// defaultCacheDir follows systemd's CacheDirectory= first, then the XDG
+// base directory spec.
 func defaultCacheDir() string {
+	if d, _, _ := strings.Cut(os.Getenv("CACHE_DIRECTORY"), ":"); d != "" {
+		return d // made for this service alone
+	}
 	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
 		return filepath.Join(d, "appliveryfs")
 	}

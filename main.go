@@ -45,7 +45,9 @@ func usage() string {
 	for _, c := range commands {
 		fmt.Fprintf(&b, "  appliveryfs %-*s  %s\n", width, c.synopsis, c.short)
 	}
-	b.WriteString("\nThe Service Account token comes from $APPLIVERY_TOKEN or --token-file FILE.\n")
+	fmt.Fprintf(&b, "  appliveryfs %-*s  %s\n", width, "SOURCE MOUNTPOINT -o OPTS", "as a mount helper: fstab, mount -t fuse.appliveryfs")
+	b.WriteString("\nThe Service Account token comes from $APPLIVERY_TOKEN or --token-file FILE;\n")
+	b.WriteString("$APPLIVERY_API_URL and $APPLIVERY_DOWNLOAD_URL set --api-url and --download-url.\n")
 	b.WriteString("Run 'appliveryfs COMMAND --help' for the flags of a command.\n")
 	return b.String()
 }
@@ -63,7 +65,12 @@ func usageErr(format string, args ...any) error {
 }
 
 func main() {
-	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	var err error
+	if isMountHelper(os.Args[0], os.Args[1:]) {
+		err = runMountHelper(os.Args[1:], os.Stdout, os.Stderr)
+	} else {
+		err = run(os.Args[1:], os.Stdout, os.Stderr)
+	}
 	if err == nil {
 		return
 	}

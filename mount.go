@@ -22,28 +22,76 @@ import (
 
 func runMount(fl *pflag.FlagSet, args []string, _, stderr io.Writer) error {
 	conn, mf := newConnFlags(fl), newMountFlags(fl)
+	mf.registerBackground(fl)
 	if err := parse(fl, args); err != nil {
 		return err
 	}
 	if fl.NArg() != 1 {
 		return usageErr("mount takes one MOUNTPOINT")
 	}
-	client, err := conn.client()
-	if err != nil {
-		return err
-	}
-	return serve(client, fl.Arg(0), mf, stderr, nil)
-}
-
-// serve checks the token, mounts, and serves until SIGINT or SIGTERM.
-// ready, if set, is called once the mount is up.
-func serve(client *api.Client, mountpoint string, mf *mountFlags, stderr io.Writer, ready func(dir string)) error {
-	dir, err := filepath.Abs(mountpoint)
-	if err != nil {
-		return err
-	}
 	if mf.uid < 0 || mf.gid < 0 {
 		return usageErr("--uid and --gid must not be negative")
+	}
+	dir, err := filepath.Abs(fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	bg := backgroundChild()
+	if mf.daemon && bg == nil {
+		// Fail here, in the foreground, on what needs no network.
+		if _, err := conn.client(); err != nil {
+			return err
+		}
+		if err := fs.CanMount(mf.allowOther); err != nil {
+			return err
+		}
+		if err := fs.CheckMountpoint(dir, mf.allowNonEmpty); err != nil {
+			return err
+		}
+		return startBackground(args, stderr)
+	}
+	if bg != nil {
+		// Paths given relative to where the command ran still mean that,
+		// though the background process leaves it (see below).
+		for _, p := range []*string{&conn.tokenFile, &mf.cacheDir, &mf.logFile} {
+			if *p != "" {
+				if *p, err = filepath.Abs(*p); err != nil {
+					return bg.fail(err)
+				}
+			}
+		}
+		// Holding the directory would keep its filesystem busy.
+		if err := os.Chdir("/"); err != nil {
+			return bg.fail(err)
+		}
+		stderr = io.Discard
+	}
+	if mf.logFile != "" {
+		f, err := os.OpenFile(mf.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return bg.fail(fmt.Errorf("open log file: %w", err))
+		}
+		defer f.Close()
+		stderr = f
+	}
+	client, err := conn.client()
+	if err != nil {
+		return bg.fail(err)
+	}
+	err = serve(client, dir, mf, stderr, func(string) { bg.ready() })
+	return bg.fail(err)
+}
+
+// serve checks what it can before mounting, mounts, and serves until
+// SIGINT, SIGTERM or SIGHUP, or until unmounted from outside. ready, if
+// set, is called once the mount serves requests.
+func serve(client *api.Client, dir string, mf *mountFlags, stderr io.Writer, ready func(dir string)) error {
+	// What needs no network first: a refused mountpoint costs no API call.
+	if err := fs.CanMount(mf.allowOther); err != nil {
+		return err
+	}
+	if err := fs.CheckMountpoint(dir, mf.allowNonEmpty); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	orgs, err := client.Organizations(ctx)
@@ -85,8 +133,8 @@ func serve(client *api.Client, mountpoint string, mf *mountFlags, stderr io.Writ
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	srv, err := fs.Mount(dir, fsys, fs.MountOptions{AllowOther: mf.allowOther, ReadAheadKB: mf.readAheadKB,
-		MaxBackground: mf.maxBG, Debug: mf.debug})
+	srv, err := fs.Mount(dir, fsys, fs.MountOptions{FsName: mf.fsName, AllowOther: mf.allowOther,
+		AllowNonEmpty: mf.allowNonEmpty, ReadAheadKB: mf.readAheadKB, MaxBackground: mf.maxBG, Debug: mf.debug})
 	if err != nil {
 		return err
 	}
@@ -97,27 +145,38 @@ func serve(client *api.Client, mountpoint string, mf *mountFlags, stderr io.Writ
 	if ready != nil {
 		ready(dir)
 	}
+	notifySystemd("READY=1\nSTATUS=Mounted on " + dir)
+	var s os.Signal
 	select {
-	case <-done: // unmounted from outside (umount)
+	case <-done: // unmounted from outside (umount, fusermount3 -u)
 		logger.Printf("appliveryfs: %s was unmounted", dir)
+		logStats(logger, c)
 		return nil
-	case s := <-sigs:
-		logger.Printf("appliveryfs: %v: unmounting %s", s, dir)
+	case s = <-sigs:
 	}
+	notifySystemd("STOPPING=1")
+	logger.Printf("appliveryfs: %v: unmounting %s", s, dir)
 	if err := fs.Unmount(srv, dir); err != nil {
-		return err
+		logger.Printf("appliveryfs: %v", err)
 	}
-	// A busy mount was detached lazily: it is gone from the tree, but files
-	// still open keep it served until they close. A second signal stops
-	// waiting for them.
+	// A busy mount was detached lazily: gone from the tree, but the files
+	// still open keep it served until they close. Reads under way get
+	// --stop-timeout to finish; a second signal stops waiting.
+	timer := time.NewTimer(mf.stopTimeout)
+	defer timer.Stop()
 	select {
 	case <-done:
 	case s := <-sigs:
-		logger.Printf("appliveryfs: %v: exiting while files are still open on the detached mount", s)
-		return nil
+		logger.Printf("appliveryfs: %v: exiting now, files still open on the detached mount", s)
+	case <-timer.C:
+		logger.Printf("appliveryfs: files still open on the detached mount after %s: exiting", mf.stopTimeout)
 	}
-	st := c.Stats()
-	logger.Printf("appliveryfs: unmounted; fetched %d blocks (%s), %d from disk cache, %d memory hits",
-		st.Fetches, humanBytes(st.FetchedBytes), st.DiskHits, st.MemHits)
+	logStats(logger, c)
 	return nil
+}
+
+func logStats(logger *log.Logger, c *cache.Cache) {
+	st := c.Stats()
+	logger.Printf("appliveryfs: fetched %d blocks (%s), %d blocks prefetched, %d from disk cache, %d memory hits",
+		st.Fetches, humanBytes(st.FetchedBytes), st.Prefetches, st.DiskHits, st.MemHits)
 }

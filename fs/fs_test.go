@@ -35,21 +35,6 @@ func TestErrnoMapping(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/mnt/plain`:         "/mnt/plain",
-		`/mnt/with\040space`: "/mnt/with space",
-		`/mnt/tab\011x`:      "/mnt/tab\tx",
-		`/mnt/back\134slash`: `/mnt/back\slash`,
-		`/mnt/short\04`:      `/mnt/short\04`,
-		`/mnt/notoct\999`:    `/mnt/notoct\999`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestSafeName(t *testing.T) {
 	for name, want := range map[string]bool{"acme": true, "": false, ".": false, "..": false, "a/b": false, "a\x00": false, "field-app": true} {
 		if got := safeName(name); got != want {

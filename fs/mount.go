@@ -4,35 +4,163 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // MountOptions tunes the kernel side of a mount.
 type MountOptions struct {
-	AllowOther  bool // let users other than the mounting one read
-	ReadAheadKB int  // kernel readahead for the mount; 0 means 4096
+	FsName        string // the mount's source as /proc/mounts shows it; default "appliveryfs"
+	AllowOther    bool   // let users other than the mounting one read
+	AllowNonEmpty bool   // mount over a directory that has files, hiding them
+	ReadAheadKB   int    // kernel readahead for the mount; 0 means 4096
 	// MaxBackground caps the kernel's asynchronous (readahead) READs in
 	// flight; 0 means 64. The kernel's own default of 12 starves prefetch.
 	MaxBackground int
 	Debug         bool // log every FUSE request
 }
 
+// fuseDevice is where the kernel's FUSE driver is reached.
+const fuseDevice = "/dev/fuse"
+
+// CanMount checks, before anything else is done, that this process can
+// mount at all: the FUSE device, and for a user other than root the
+// fusermount3 helper and, for allowOther, user_allow_other in
+// /etc/fuse.conf. The error names what is missing and what provides it.
+func CanMount(allowOther bool) error {
+	if _, err := os.Stat(fuseDevice); errors.Is(err, os.ErrNotExist) {
+		return errors.New("no " + fuseDevice + ": the FUSE kernel module is not loaded (modprobe fuse) " +
+			"or, in a container, the device was not passed in (docker run --device /dev/fuse --cap-add SYS_ADMIN)")
+	}
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	// fusermount3 opens the device with the user's own rights.
+	if err := unix.Access(fuseDevice, unix.R_OK|unix.W_OK); err != nil {
+		return fmt.Errorf("%s: %w: this user may not open it (it is usually mode 0666; "+
+			"in a container, pass --device /dev/fuse)", fuseDevice, err)
+	}
+	if _, err := fusermount(); err != nil {
+		return errors.New("no fusermount3: a user other than root mounts through it; install the fuse3 package")
+	}
+	if allowOther && !userAllowOther("/etc/fuse.conf") {
+		return errors.New("--allow-other needs user_allow_other in /etc/fuse.conf")
+	}
+	return nil
+}
+
+// fusermount finds the helper as go-fuse does: PATH, then /bin.
+func fusermount() (string, error) {
+	if p, err := exec.LookPath("fusermount3"); err == nil {
+		return p, nil
+	}
+	return exec.LookPath("/bin/fusermount3")
+}
+
+// userAllowOther reports whether the fuse.conf at path has a
+// user_allow_other line.
+func userAllowOther(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckMountpoint fails with a clear message where mounting on dir would
+// hide data or stack mounts: dir missing, not a directory, already a
+// mountpoint, or holding files (unless allowNonEmpty). A dead mount of
+// ours, left by a daemon that was killed, is detached so that this one
+// takes its place.
+func CheckMountpoint(dir string, allowNonEmpty bool) error {
+	if err := detachDead(dir); err != nil {
+		return err
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", dir)
+	}
+	if fstype, ok, err := mountedAt(dir); err != nil {
+		return fmt.Errorf("mountpoint %s: %w", dir, err)
+	} else if ok {
+		return fmt.Errorf("mountpoint %s is already mounted (%s): unmount it first", dir, fstype)
+	}
+	if !allowNonEmpty {
+		f, err := os.Open(dir)
+		if err != nil {
+			return fmt.Errorf("mountpoint: %w", err)
+		}
+		names, _ := f.Readdirnames(1)
+		f.Close()
+		if len(names) > 0 {
+			return fmt.Errorf("mountpoint %s is not empty: mounting would hide its files "+
+				"(pass --allow-non-empty, or -o allow_non_empty, to mount over them)", dir)
+		}
+	}
+	return nil
+}
+
+// detachDead detaches a mount of appliveryfs on dir whose daemon is gone.
+// The kernel may answer stat from its cache even then; statfs always asks
+// the daemon, and a dead connection answers ENOTCONN.
+func detachDead(dir string) error {
+	fstype, ok, err := mountedAt(dir)
+	if err != nil || !ok || !strings.HasPrefix(fstype, "fuse") {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); !errors.Is(err, syscall.ENOTCONN) {
+		return nil
+	}
+	if fstype != "fuse.appliveryfs" {
+		return fmt.Errorf("mountpoint %s holds a dead mount of another filesystem (%s): unmount it first (umount -l)", dir, fstype)
+	}
+	if err := detach(dir); err != nil {
+		return fmt.Errorf("mountpoint %s holds a dead mount and detaching it failed: %w", dir, err)
+	}
+	return nil
+}
+
+// IsMounted reports whether dir is a mountpoint.
+func IsMounted(dir string) (bool, error) {
+	_, ok, err := mountedAt(dir)
+	return ok, err
+}
+
 // Mount mounts fsys on dir and returns once the mount serves requests.
-// It never falls back to fusermount: root mounts directly, or fails.
+// Root mounts with mount(2) directly and never falls back; any other user
+// mounts through fusermount3. Which one failed is in the error.
 func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
-	if err := checkMountpoint(dir); err != nil {
+	if err := CanMount(mo.AllowOther); err != nil {
+		return nil, err
+	}
+	if err := CheckMountpoint(dir, mo.AllowNonEmpty); err != nil {
 		return nil, err
 	}
 	maxBackground := mo.MaxBackground
 	if maxBackground <= 0 {
 		maxBackground = 64
 	}
+	name := mo.FsName
+	if name == "" {
+		name = "appliveryfs"
+	}
+	root := os.Geteuid() == 0
 	// Short negative entries: a build looked up a moment before it is
 	// processed should appear soon after, not a whole listing TTL later.
 	neg := min(fsys.cfg.DirTTL, 5*time.Second)
@@ -46,11 +174,11 @@ func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
 		UID:             fsys.cfg.UID,
 		GID:             fsys.cfg.GID,
 		MountOptions: fuse.MountOptions{
-			FsName:            "appliveryfs",
+			FsName:            name,
 			Name:              "appliveryfs",
-			DirectMount:       true,
-			DirectMountStrict: true,
-			DirectMountFlags:  syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
+			DirectMount:       root,
+			DirectMountStrict: root,
+			DirectMountFlags:  directMountFlags,
 			Options:           []string{"ro"},
 			AllowOther:        mo.AllowOther,
 			MaxWrite:          1 << 20, // also max_read and max_pages: 1 MiB READs
@@ -60,104 +188,56 @@ func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
 			// IgnoreSecurityLabels spares a GETXATTR per file for security.* labels.
 			IgnoreSecurityLabels: true,
 			Debug:                mo.Debug,
+			Logger:               fsys.cfg.Log,
 		},
 	}
 	srv, err := gofs.Mount(dir, fsys.Root(), opts)
 	if err != nil {
-		return nil, fmt.Errorf("mount on %s: %w", dir, err)
+		how := "mount(2)"
+		if !root {
+			how = "fusermount3"
+		}
+		return nil, fmt.Errorf("mount on %s with %s: %w", dir, how, err)
 	}
 	ra := mo.ReadAheadKB
 	if ra <= 0 {
 		ra = 4096
 	}
-	if err := setReadAhead(dir, ra); err != nil {
-		fsys.cfg.Log.Printf("appliveryfs: could not raise readahead (reads stay at 128 KiB): %v", err)
+	if err := setReadAhead(dir, ra); err != nil && (root || mo.Debug) {
+		// Only root may raise it; for anyone else this is expected, and
+		// prefetch does not depend on it (it only makes READs larger).
+		fsys.cfg.Log.Printf("appliveryfs: readahead stays at the kernel's 128 KiB: %v", err)
 	}
 	return srv, nil
 }
 
-// checkMountpoint fails early with a clear message, and detaches a mount
-// left dead by a crashed daemon so this one can take its place.
-func checkMountpoint(dir string) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, syscall.ENOTCONN) {
-		if uerr := syscall.Unmount(dir, syscall.MNT_DETACH); uerr != nil {
-			return fmt.Errorf("mountpoint %s holds a dead mount and detaching it failed: %w", dir, uerr)
+// Unmount detaches the mount at once, lazily: a mount nothing holds is
+// gone at once, and one with files open leaves the tree while they
+// finish. It returns without waiting for those; srv.Wait does.
+func Unmount(srv *fuse.Server, dir string) error {
+	if err := detach(dir); err != nil {
+		if uerr := srv.Unmount(); uerr != nil {
+			return fmt.Errorf("unmount %s: %v; lazy unmount: %w", dir, uerr, err)
 		}
-		st, err = os.Stat(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", dir)
 	}
 	return nil
 }
 
-// setReadAhead raises the kernel readahead of the mount's backing device:
-// MaxReadAhead can only lower the kernel's 128 KiB, and READs are never
-// larger than the readahead window.
-func setReadAhead(dir string, kb int) error {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
+// detach lazily unmounts dir: with umount2(MNT_DETACH) as root, through
+// fusermount3 -u -z otherwise.
+func detach(dir string) error {
+	if os.Geteuid() == 0 {
+		return lazyUnmount(dir)
+	}
+	bin, err := fusermount()
+	if err != nil {
 		return err
 	}
-	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
-	return os.WriteFile(p, []byte(strconv.Itoa(kb)), 0)
-}
-
-// IsMounted reports whether dir is a mountpoint, as /proc/self/mountinfo
-// lists it.
-func IsMounted(dir string) (bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	cmd := exec.Command(bin, "-u", "-z", dir)
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return false, err
+		return fmt.Errorf("%s -u -z: %v: %s", filepath.Base(bin), err, strings.TrimSpace(string(out)))
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// Field 5 is the mountpoint, with space, tab, newline and
-		// backslash octal-escaped.
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// Unmount unmounts srv, lazily if something still holds the mount busy
-// after a few seconds, so that no stale mount outlives the process.
-func Unmount(srv *fuse.Server, dir string) error {
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		err := srv.Unmount()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			if derr := syscall.Unmount(dir, syscall.MNT_DETACH); derr != nil {
-				return fmt.Errorf("unmount %s: %v; lazy unmount: %w", dir, err, derr)
-			}
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return nil
 }

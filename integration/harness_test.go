@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package integration tests appliveryfs through real mounts with real
 // tools (cp, rsync, sha256sum, unzip) against the emulator.
 package integration
@@ -237,8 +239,8 @@ func extFor(b *emulator.Build, typ string) string {
 	return b.OriginalExtension
 }
 
-func (e expectedFile) path(m *mounted) string {
-	return m.path(e.org.Slug, e.appData.Slug, e.build.ID, e.name)
+func (e expectedFile) path(mnt string) string {
+	return filepath.Join(mnt, e.org.Slug, e.appData.Slug, e.build.ID, e.name)
 }
 
 func readAll(t *testing.T, p string) []byte {

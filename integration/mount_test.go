@@ -1,3 +1,5 @@
+//go:build linux
+
 package integration
 
 import (
@@ -89,7 +91,7 @@ func TestTreeContract(t *testing.T) {
 	}
 
 	for _, e := range expectedFiles(emu) {
-		p := e.path(m)
+		p := e.path(m.dir)
 		st := checkMode(t, p, 0o444)
 		if st == nil {
 			continue
@@ -120,7 +122,7 @@ func TestTreeContract(t *testing.T) {
 	}
 
 	// Inode numbers stay the same for the mount's life.
-	p := expectedFiles(emu)[0].path(m)
+	p := expectedFiles(emu)[0].path(m.dir)
 	ino1 := inode(t, p)
 	run(t, "sh", "-c", "echo 2 > /proc/sys/vm/drop_caches")
 	if ino2 := inode(t, p); ino1 != ino2 {
@@ -183,13 +185,13 @@ func TestCopyEveryFile(t *testing.T) {
 			continue // 130 tiny builds: a sample is enough
 		}
 		out := filepath.Join(dst, e.build.ID+"-"+e.name)
-		run(t, "cp", e.path(m), out)
+		run(t, "cp", e.path(m.dir), out)
 		if got, want := sha256sumOf(t, out), sha256Hex(e.data); got != want {
-			t.Errorf("cp %s: sha256 %s, want %s", e.path(m), got, want)
+			t.Errorf("cp %s: sha256 %s, want %s", e.path(m.dir), got, want)
 		}
 		// The bare type name works as a path too.
-		if got := sha256sumOf(t, filepath.Join(filepath.Dir(e.path(m)), e.typ)); got != sha256Hex(e.data) {
-			t.Errorf("%s via symlink: wrong bytes", e.path(m))
+		if got := sha256sumOf(t, filepath.Join(filepath.Dir(e.path(m.dir)), e.typ)); got != sha256Hex(e.data) {
+			t.Errorf("%s via symlink: wrong bytes", e.path(m.dir))
 		}
 	}
 	// cp of latest/file, as README shows.
@@ -361,7 +363,7 @@ func TestAPIDown(t *testing.T) {
 			e = f
 		}
 	}
-	p := e.path(m)
+	p := e.path(m.dir)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatal(err)
 	}
@@ -407,9 +409,9 @@ func TestConcurrentReaders(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, err := runErr("sha256sum", e.path(m))
+			out, err := runErr("sha256sum", e.path(m.dir))
 			if err != nil || strings.Fields(out)[0] != sha256Hex(e.data) {
-				errs <- e.path(m) + ": " + out
+				errs <- e.path(m.dir) + ": " + out
 			}
 		}()
 	}
@@ -428,7 +430,7 @@ func TestReadOnly(t *testing.T) {
 	emu := startEmulator(t, nil)
 	m := mount(t, emu, mountConfig{})
 	e := expectedFiles(emu)[0]
-	p := e.path(m)
+	p := e.path(m.dir)
 	dir := filepath.Dir(p)
 	checks := map[string]error{
 		"write":    os.WriteFile(p, []byte("x"), 0o644),
@@ -459,7 +461,7 @@ func TestChecksumMismatch(t *testing.T) {
 			e = f
 		}
 	}
-	p := e.path(m)
+	p := e.path(m.dir)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatal(err)
 	}

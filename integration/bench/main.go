@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures appliveryfs through real mounts, each figure next
 // to a baseline measured in the same run: curl for cold downloads, a local
 // copy of the file for cached reads, a direct HTTP client for the time to
