@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
@@ -27,13 +28,15 @@ func runLs(fl *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fl.NArg() > 1 {
-		return usageErr("ls takes at most one ORG[/APP[/BUILD]] argument")
+		return usageErr("ls takes at most one path")
 	}
 	var parts []string
 	if fl.NArg() == 1 {
 		parts = strings.Split(strings.Trim(fl.Arg(0), "/"), "/")
-		if len(parts) > 3 || slices.Contains(parts, "") {
-			return usageErr("bad path %q: want ORG, ORG/APP or ORG/APP/BUILD", fl.Arg(0))
+		if len(parts) > 5 || slices.Contains(parts, "") || (len(parts) > 3 && parts[2] != "versions" && parts[2] != "tags") ||
+			(len(parts) == 5 && parts[2] != "tags") {
+			return usageErr("bad path %q: want ORG, ORG/APP, ORG/APP/BUILD, ORG/APP/latest, "+
+				"ORG/APP/versions[/NAME] or ORG/APP/tags[/TAG[/BUILD|latest]], as in the mounted tree", fl.Arg(0))
 		}
 	}
 	client, err := conn.client()
@@ -63,14 +66,13 @@ func runLs(fl *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	case 2:
 		var builds []api.Build
 		builds, err = client.Builds(ctx, parts[0], parts[1])
-		v, table = builds, rows("ID\tVERSION\tCODE\tPLATFORM\tSTATUS\tCREATED\tSIZE", builds, func(b *api.Build) []string {
-			return []string{b.ID, orDash(b.VersionName), orDash(string(b.VersionCode)), orDash(platformOf(b)),
-				b.Status, b.CreatedAt.UTC().Format("2006-01-02 15:04"), sizeOf(b)}
-		})
-	case 3:
+		v, table = builds, buildRows(builds)
+	default:
 		var b *api.Build
-		b, err = client.Build(ctx, parts[0], parts[1], parts[2])
-		v, table = b, func(w io.Writer) { buildTable(w, b) }
+		if b, v, table, err = lsInApp(ctx, client, parts[0], parts[1], parts[2:]); err == nil && b != nil {
+			b, err = client.Build(ctx, parts[0], parts[1], b.ID)
+			v, table = b, func(w io.Writer) { buildTable(w, b) }
+		}
 	}
 	if err != nil {
 		return err
@@ -83,6 +85,73 @@ func runLs(fl *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	table(w)
 	return w.Flush()
+}
+
+// buildRows prints builds one a line.
+func buildRows(builds []api.Build) func(io.Writer) {
+	return rows("ID\tVERSION\tCODE\tTAGS\tPLATFORM\tSTATUS\tCREATED\tSIZE", builds, func(b *api.Build) []string {
+		return []string{b.ID, orDash(b.VersionName), orDash(string(b.VersionCode)), orDash(strings.Join(b.Tags, ",")),
+			orDash(platformOf(b)), b.Status, b.CreatedAt.UTC().Format("2006-01-02 15:04"), sizeOf(b)}
+	})
+}
+
+// lsInApp resolves a path below an app the way the mounted tree does: a
+// build id, latest, versions/NAME, tags/TAG/latest or tags/TAG/BUILD give
+// one build; versions, tags and tags/TAG give what they list.
+func lsInApp(ctx context.Context, client *api.Client, org, app string, rest []string) (*api.Build, any, func(io.Writer), error) {
+	if len(rest) == 1 && api.IsBuildID(rest[0]) {
+		return &api.Build{ID: rest[0]}, nil, nil, nil
+	}
+	builds, err := client.Builds(ctx, org, app)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	names := api.NameBuilds(builds)
+	missing := fmt.Errorf("%s/%s/%s: %w", org, app, strings.Join(rest, "/"), api.ErrNotFound)
+	switch {
+	case rest[0] == "latest" && len(rest) == 1:
+		if names.Latest == nil {
+			return nil, nil, nil, missing
+		}
+		return names.Latest, nil, nil, nil
+	case rest[0] == "versions" && len(rest) == 1:
+		return nil, names.Versions, func(w io.Writer) {
+			fmt.Fprintln(w, "VERSION\tBUILD")
+			for _, name := range slices.Sorted(maps.Keys(names.Versions)) {
+				fmt.Fprintf(w, "%s\t%s\n", name, names.Versions[name].ID)
+			}
+		}, nil
+	case rest[0] == "versions":
+		if b := names.Versions[rest[1]]; b != nil {
+			return b, nil, nil, nil
+		}
+	case rest[0] == "tags" && len(rest) == 1:
+		return nil, names.Tags, func(w io.Writer) {
+			fmt.Fprintln(w, "TAG\tBUILDS\tLATEST")
+			for _, tag := range slices.Sorted(maps.Keys(names.Tags)) {
+				fmt.Fprintf(w, "%s\t%d\t%s\n", tag, len(names.Tags[tag]), names.Tags[tag][0].ID)
+			}
+		}, nil
+	case rest[0] == "tags":
+		tagged := names.Tags[rest[1]]
+		if len(tagged) == 0 {
+			break
+		}
+		if len(rest) == 2 {
+			list := make([]api.Build, len(tagged))
+			for i, b := range tagged {
+				list[i] = *b
+			}
+			return nil, list, buildRows(list), nil
+		}
+		if rest[2] == "latest" {
+			return tagged[0], nil, nil, nil
+		}
+		if i := slices.IndexFunc(tagged, func(b *api.Build) bool { return b.ID == rest[2] }); i >= 0 {
+			return tagged[i], nil, nil, nil
+		}
+	}
+	return nil, nil, nil, missing
 }
 
 // rows returns a table printer: header, then one row per item.

@@ -19,6 +19,8 @@ type buildDir struct {
 	fsys *FS
 	path string
 	buildRef
+	appPath string // where info.json looks for the build's editable facts
+	appList lister
 }
 
 // buildRef is what a build's directory and files need to reach it.
@@ -39,14 +41,10 @@ var (
 // symlink from the bare type name.
 func (d *buildDir) OnAdd(ctx context.Context) {
 	f, b := d.fsys, d.build
-	info, err := infoJSON(d.org, d.app, b)
-	if err != nil {
-		f.logOnce("info:"+d.path, "appliveryfs: /%s: %v", d.path, err)
-	} else {
-		a := d.attr("info.json")
-		setFileAttr(&a, int64(len(info)))
-		d.add("info.json", &infoNode{data: info, fixedAttr: fixedAttr{a}}, a)
-	}
+	ia := d.attr("info.json")
+	ia.Mode = syscall.S_IFREG | 0o444
+	d.add("info.json", &infoNode{fsys: f, path: path.Join(d.path, "info.json"), buildRef: d.buildRef,
+		appPath: d.appPath, appList: d.appList, attr: ia}, ia)
 	for _, art := range b.Artifacts() {
 		name := string(art.Type) + "." + art.Ext
 		fa := d.attr(name)
@@ -81,7 +79,7 @@ func (d *buildDir) add(name string, n gofs.InodeEmbedder, a fuse.Attr) {
 }
 
 // Lookup serves the children made in OnAdd, with the long timeouts of
-// what never changes.
+// what never changes; info.json's attributes follow the listings.
 func (d *buildDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ch := d.GetChild(name)
 	if ch == nil {
@@ -93,7 +91,7 @@ func (d *buildDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	out.Attr = a.Attr
 	out.SetEntryTimeout(immutableTTL)
-	out.SetAttrTimeout(immutableTTL)
+	out.SetAttrTimeout(a.Timeout())
 	return ch, 0
 }
 

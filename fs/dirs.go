@@ -25,7 +25,7 @@ type listedDir struct {
 	fsys  *FS
 	path  string
 	mtime time.Time
-	list  func(context.Context) ([]*entry, error)
+	list  lister
 	app   *entry // set for an app: its builds may be looked up by id before a listing shows them
 }
 
@@ -49,7 +49,7 @@ func (d *listedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return nil, errno(ctx, err)
 	}
 	e, ok := l.byName[name]
-	if !ok && d.app != nil && buildIDPattern.MatchString(name) {
+	if !ok && d.app != nil && api.IsBuildID(name) {
 		if e, err = d.lookupNewBuild(ctx, name); err != nil {
 			return nil, errno(ctx, err)
 		}
@@ -58,33 +58,47 @@ func (d *listedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	p := path.Join(d.path, e.name)
-	a := &out.Attr
-	a.Ino = f.ino(inoKey(p, e))
-	a.Owner = fuse.Owner{Uid: f.cfg.UID, Gid: f.cfg.GID}
-	setTime(a, e.mtime)
-	ttl := f.cfg.DirTTL
-	var child gofs.InodeEmbedder
+	child, ttl := d.child(e)
+	return d.fsys.newChild(ctx, &d.Inode, d.path, e, child, ttl, out), 0
+}
+
+// child makes the node of one of the directory's entries, and says how
+// long the kernel may keep what it learns of it.
+func (d *listedDir) child(e *entry) (gofs.InodeEmbedder, time.Duration) {
+	f, p := d.fsys, path.Join(d.path, e.name)
 	switch e.kind {
 	case kindOrg:
-		setDirAttr(a)
-		child = &listedDir{fsys: f, path: p, mtime: e.mtime,
-			list: func(ctx context.Context) ([]*entry, error) { return f.listOrg(ctx, e.org) }}
+		return &listedDir{fsys: f, path: p, mtime: e.mtime,
+			list: func(ctx context.Context) (*listing, error) { return f.listOrg(ctx, e.org) }}, f.cfg.DirTTL
 	case kindApp:
-		setDirAttr(a)
-		child = &listedDir{fsys: f, path: p, mtime: e.mtime, app: e,
-			list: func(ctx context.Context) ([]*entry, error) { return f.listApp(ctx, e.org, e.app) }}
+		return &listedDir{fsys: f, path: p, mtime: e.mtime, app: e,
+			list: func(ctx context.Context) (*listing, error) { return f.listApp(ctx, e.org, e.app) }}, f.cfg.DirTTL
 	case kindBuild:
-		setDirAttr(a)
-		ttl = immutableTTL
-		child = &buildDir{fsys: f, path: p, buildRef: buildRef{e.org, e.app, e.build}}
-	case kindLink:
+		return &buildDir{fsys: f, path: p, buildRef: buildRef{e.org, e.app, e.build}, appPath: d.path, appList: d.list},
+			immutableTTL
+	case kindNames:
+		return &namesDir{fsys: f, path: p, mtime: e.mtime, key: e.names, appPath: d.path, appList: d.list}, f.cfg.DirTTL
+	}
+	return &linkNode{target: e.target}, f.cfg.DirTTL
+}
+
+// newChild fills out for entry e of the directory at dirPath and returns
+// the inode of child, a new node for e or the live one of that number.
+func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, dirPath string, e *entry, child gofs.InodeEmbedder,
+	ttl time.Duration, out *fuse.EntryOut) *gofs.Inode {
+	a := &out.Attr
+	a.Ino = f.ino(inoKey(path.Join(dirPath, e.name), e))
+	a.Owner = fuse.Owner{Uid: f.cfg.UID, Gid: f.cfg.GID}
+	setTime(a, e.mtime)
+	if e.kind == kindLink {
 		setLinkAttr(a, e.target)
-		child = &linkNode{target: e.target, fixedAttr: fixedAttr{*a}}
+		child.(*linkNode).attr = *a
+	} else {
+		setDirAttr(a)
 	}
 	out.SetEntryTimeout(ttl)
 	out.SetAttrTimeout(ttl)
-	return d.NewInode(ctx, child, gofs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino}), 0
+	return parent.NewInode(ctx, child, gofs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
 }
 
 // lookupNewBuild finds a build uploaded since the app was listed, and
@@ -138,26 +152,104 @@ func (d *listedDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 		f.logOnce("readdir:"+d.path+err.Error(), "appliveryfs: list /%s: %v", d.path, err)
 		return nil, errno(ctx, err)
 	}
+	return f.dirStream(d.path, l), 0
+}
+
+// dirStream lists l's visible entries, in name order.
+func (f *FS) dirStream(dirPath string, l *listing) gofs.DirStream {
 	out := make([]fuse.DirEntry, 0, len(l.visible))
 	for _, e := range l.visible {
 		mode := uint32(syscall.S_IFDIR)
 		if e.kind == kindLink {
 			mode = syscall.S_IFLNK
 		}
-		out = append(out, fuse.DirEntry{Name: e.name, Mode: mode, Ino: f.ino(inoKey(path.Join(d.path, e.name), e))})
+		out = append(out, fuse.DirEntry{Name: e.name, Mode: mode, Ino: f.ino(inoKey(path.Join(dirPath, e.name), e))})
 	}
-	return gofs.NewListDirStream(out), 0
+	return gofs.NewListDirStream(out)
 }
 
 func (d *listedDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	setDirAttr(&out.Attr)
-	out.Owner = fuse.Owner{Uid: d.fsys.cfg.UID, Gid: d.fsys.cfg.GID}
-	setTime(&out.Attr, d.mtime)
-	out.SetTimeout(d.fsys.cfg.DirTTL)
-	return 0
+	return d.fsys.dirAttr(d.mtime, out)
 }
 
 func (d *listedDir) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+// dirAttr fills the attributes of a directory that changes with listings.
+func (f *FS) dirAttr(mtime time.Time, out *fuse.AttrOut) syscall.Errno {
+	setDirAttr(&out.Attr)
+	out.Owner = fuse.Owner{Uid: f.cfg.UID, Gid: f.cfg.GID}
+	setTime(&out.Attr, mtime)
+	out.SetTimeout(f.cfg.DirTTL)
+	return 0
+}
+
+// namesDir is versions/, tags/ or tags/<tag>/ of an app: symlinks that
+// name builds by version and tag, and directories of them. Version names
+// and tags can be edited on Applivery, so these follow the app's listing,
+// from which they are made.
+type namesDir struct {
+	gofs.Inode
+	fsys    *FS
+	path    string
+	mtime   time.Time
+	key     string // in the app listing's names
+	appPath string
+	appList lister
+}
+
+var (
+	_ gofs.NodeLookuper  = (*namesDir)(nil)
+	_ gofs.NodeReaddirer = (*namesDir)(nil)
+	_ gofs.NodeGetattrer = (*namesDir)(nil)
+	_ gofs.NodeSetattrer = (*namesDir)(nil)
+)
+
+// names returns the directory's current listing; an empty one when the
+// app no longer has it (a tag removed from every build).
+func (d *namesDir) names(ctx context.Context) (*listing, error) {
+	l, err := d.fsys.listing(ctx, d.appPath, d.appList)
+	if err != nil {
+		d.fsys.logOnce("list:"+d.path+err.Error(), "appliveryfs: list /%s: %v", d.appPath, err)
+		return nil, err
+	}
+	if n := l.names[d.key]; n != nil {
+		return n, nil
+	}
+	return newListing(nil), nil
+}
+
+func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	l, err := d.names(ctx)
+	if err != nil {
+		return nil, errno(ctx, err)
+	}
+	e, ok := l.byName[name]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	var child gofs.InodeEmbedder = &linkNode{target: e.target}
+	if e.kind == kindNames {
+		child = &namesDir{fsys: d.fsys, path: path.Join(d.path, e.name), mtime: e.mtime, key: e.names,
+			appPath: d.appPath, appList: d.appList}
+	}
+	return d.fsys.newChild(ctx, &d.Inode, d.path, e, child, d.fsys.cfg.DirTTL, out), 0
+}
+
+func (d *namesDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	l, err := d.names(ctx)
+	if err != nil {
+		return nil, errno(ctx, err)
+	}
+	return d.fsys.dirStream(d.path, l), 0
+}
+
+func (d *namesDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return d.fsys.dirAttr(d.mtime, out)
+}
+
+func (d *namesDir) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
 	return syscall.EROFS
 }
 

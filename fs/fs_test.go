@@ -35,14 +35,6 @@ func TestErrnoMapping(t *testing.T) {
 	}
 }
 
-func TestSafeName(t *testing.T) {
-	for name, want := range map[string]bool{"acme": true, "": false, ".": false, "..": false, "a/b": false, "a\x00": false, "field-app": true} {
-		if got := safeName(name); got != want {
-			t.Errorf("safeName(%q) = %v", name, got)
-		}
-	}
-}
-
 func TestListingKeepsFirstOfDuplicateNamesAndHidesAliases(t *testing.T) {
 	l := newListing([]*entry{
 		{name: "b", kind: kindApp},

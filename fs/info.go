@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
@@ -68,11 +69,23 @@ func infoJSON(org *api.Organization, app *api.App, b *api.Build) ([]byte, error)
 	return append(out, '\n'), nil
 }
 
-// infoNode is a build's info.json, generated from the API's metadata.
+// infoNode is a build's info.json, generated from the API's metadata. A
+// build's version name, tags and changelog can be edited after upload, so
+// it is made afresh from the app's listing, which is refreshed after
+// --dir-ttl, and its pages are not kept across opens.
 type infoNode struct {
 	gofs.Inode
-	fixedAttr
-	data []byte
+	fsys *FS
+	path string
+	buildRef
+	appPath string
+	appList lister
+	attr    fuse.Attr // all but the size
+
+	mu    sync.Mutex
+	from  *api.Build // what data was made from
+	data  []byte
+	mtime time.Time
 }
 
 var (
@@ -82,16 +95,70 @@ var (
 	_ gofs.NodeReader    = (*infoNode)(nil)
 )
 
-func (n *infoNode) Open(_ context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+// current returns info.json as the app's listing has the build now; the
+// build as first seen when the listing cannot be had or no longer shows
+// it (a build found by id, not listed yet).
+func (n *infoNode) current(ctx context.Context) ([]byte, time.Time, error) {
+	b := n.build
+	if l, err := n.fsys.listing(ctx, n.appPath, n.appList); err == nil {
+		if e := l.byName[n.build.ID]; e != nil && e.build != nil {
+			b = e.build
+		}
+	} else if ctx.Err() != nil {
+		return nil, time.Time{}, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.from != b {
+		data, err := infoJSON(n.org, n.app, b)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		n.from, n.data, n.mtime = b, data, b.CreatedAt
+		if b.UpdatedAt.After(b.CreatedAt) {
+			n.mtime = b.UpdatedAt // edited: tools that compare mtimes see it
+		}
+	}
+	return n.data, n.mtime, nil
+}
+
+func (n *infoNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	data, mtime, err := n.current(ctx)
+	if err != nil {
+		n.fsys.logOnce("info:"+n.path+err.Error(), "appliveryfs: /%s: %v", n.path, err)
+		return errno(ctx, err)
+	}
+	out.Attr = n.attr
+	setFileAttr(&out.Attr, int64(len(data)))
+	setTime(&out.Attr, mtime)
+	out.SetTimeout(n.fsys.cfg.DirTTL)
+	return 0
+}
+
+func (n *infoNode) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+// Open takes the content of the moment, so that one reader sees one
+// version of it from start to end.
+func (n *infoNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if writeFlags(flags) {
 		return nil, 0, syscall.EROFS
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	data, _, err := n.current(ctx)
+	if err != nil {
+		return nil, 0, errno(ctx, err)
+	}
+	return &infoHandle{data: data}, 0, 0
 }
 
-func (n *infoNode) Read(_ context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= int64(len(n.data)) {
+func (n *infoNode) Read(_ context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	data := fh.(*infoHandle).data
+	if off >= int64(len(data)) {
 		return fuse.ReadResultData(nil), 0
 	}
-	return fuse.ReadResultData(n.data[off:min(int64(len(n.data)), off+int64(len(dest)))]), 0
+	return fuse.ReadResultData(data[off:min(int64(len(data)), off+int64(len(dest)))]), 0
 }
+
+// infoHandle is one open of info.json: the bytes it was opened with.
+type infoHandle struct{ data []byte }

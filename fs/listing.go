@@ -2,9 +2,7 @@ package fs
 
 import (
 	"context"
-	"regexp"
 	"sort"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -23,6 +21,7 @@ const (
 	kindApp
 	kindBuild
 	kindLink
+	kindNames // versions/, tags/ and tags/<tag>/: names of an app's builds
 )
 
 // entry is one name in the listing of the root, an organization or an app.
@@ -32,6 +31,7 @@ type entry struct {
 	hidden bool // reachable by lookup, not listed: an id alias of a slug
 	mtime  time.Time
 	target string // kindLink
+	names  string // kindNames: the key of its listing in the app listing's names
 
 	// What the child is: an organization, an app of org, a build of app.
 	org   *api.Organization
@@ -43,6 +43,9 @@ type listing struct {
 	at      time.Time
 	byName  map[string]*entry
 	visible []*entry // sorted by name
+	// names holds, in an app's listing, the listings of versions/, tags/
+	// and each tags/<tag>/, made from the same answer of the API.
+	names map[string]*listing
 }
 
 func newListing(ents []*entry) *listing {
@@ -60,17 +63,10 @@ func newListing(ents []*entry) *listing {
 	return l
 }
 
-// safeName is what may become a file name.
-func safeName(s string) bool {
-	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00") && len(s) <= 255
-}
-
-var buildIDPattern = regexp.MustCompile(`^[a-fA-F0-9]{24}$`)
-
 // listing returns the entries of the directory at p, from cache while
 // fresh. A refresh is shared by concurrent callers and survives one of
 // them being interrupted; when it fails, the previous listing is served.
-func (f *FS) listing(ctx context.Context, p string, list func(context.Context) ([]*entry, error)) (*listing, error) {
+func (f *FS) listing(ctx context.Context, p string, list lister) (*listing, error) {
 	f.listMu.Lock()
 	l := f.listings[p]
 	f.listMu.Unlock()
@@ -80,11 +76,10 @@ func (f *FS) listing(ctx context.Context, p string, list func(context.Context) (
 	ch := f.group.DoChan("dir:"+p, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.IOTimeout)
 		defer cancel()
-		ents, err := list(ctx)
+		nl, err := list(ctx)
 		if err != nil {
 			return nil, err
 		}
-		nl := newListing(ents)
 		f.listMu.Lock()
 		f.listings[p] = nl
 		delete(f.found, p) // listed now, or gone upstream
@@ -117,8 +112,11 @@ func (f *FS) listing(ctx context.Context, p string, list func(context.Context) (
 	return l, nil
 }
 
+// lister asks the API for a directory's entries.
+type lister func(context.Context) (*listing, error)
+
 // listRoot lists the organizations the token can see, or those given with --org.
-func (f *FS) listRoot(ctx context.Context) ([]*entry, error) {
+func (f *FS) listRoot(ctx context.Context) (*listing, error) {
 	orgs, err := f.cfg.Client.Organizations(ctx)
 	if err != nil {
 		return nil, err
@@ -131,7 +129,7 @@ func (f *FS) listRoot(ctx context.Context) ([]*entry, error) {
 		}
 		ents = appendNamed(ents, o.Slug, o.ID, &entry{kind: kindOrg, org: o, mtime: f.started})
 	}
-	return ents, nil
+	return newListing(ents), nil
 }
 
 func matchesAny(wanted []string, id, slug string) bool {
@@ -144,7 +142,7 @@ func matchesAny(wanted []string, id, slug string) bool {
 }
 
 // listOrg lists an organization's apps.
-func (f *FS) listOrg(ctx context.Context, org *api.Organization) ([]*entry, error) {
+func (f *FS) listOrg(ctx context.Context, org *api.Organization) (*listing, error) {
 	apps, err := f.cfg.Client.Apps(ctx, org.ID)
 	if err != nil {
 		return nil, err
@@ -154,7 +152,7 @@ func (f *FS) listOrg(ctx context.Context, org *api.Organization) ([]*entry, erro
 		a := &apps[i]
 		ents = appendNamed(ents, a.Slug, a.ID, &entry{kind: kindApp, org: org, app: a, mtime: f.started})
 	}
-	return ents, nil
+	return newListing(ents), nil
 }
 
 // appendNamed names e by its slug (by its id when the slug cannot be a
@@ -162,40 +160,63 @@ func (f *FS) listOrg(ctx context.Context, org *api.Organization) ([]*entry, erro
 // scripts holding ids find the same directory.
 func appendNamed(ents []*entry, slug, id string, e *entry) []*entry {
 	name := slug
-	if !safeName(name) {
+	if !api.IsFileName(name) {
 		name = id
 	}
-	if !safeName(name) {
+	if !api.IsFileName(name) {
 		return ents
 	}
 	e.name = name
 	ents = append(ents, e)
-	if id != name && safeName(id) {
+	if id != name && api.IsFileName(id) {
 		ents = append(ents, &entry{name: id, kind: kindLink, hidden: true, target: name, mtime: e.mtime})
 	}
 	return ents
 }
 
-// listApp lists an app's processed builds and latest.
-func (f *FS) listApp(ctx context.Context, org *api.Organization, app *api.App) ([]*entry, error) {
+// listApp lists an app's processed builds, latest, and the versions/ and
+// tags/ directories that name them.
+func (f *FS) listApp(ctx context.Context, org *api.Organization, app *api.App) (*listing, error) {
 	builds, err := f.cfg.Client.Builds(ctx, org.ID, app.ID)
 	if err != nil {
 		return nil, err
 	}
+	names := api.NameBuilds(builds)
 	var ents []*entry
-	var latest *api.Build
 	for i := range builds {
 		b := &builds[i]
-		if b.Status != api.StatusProcessed || !buildIDPattern.MatchString(b.ID) {
-			continue
-		}
-		ents = append(ents, &entry{name: b.ID, kind: kindBuild, org: org, app: app, build: b, mtime: b.CreatedAt})
-		if latest == nil || b.CreatedAt.After(latest.CreatedAt) {
-			latest = b
+		if b.Status == api.StatusProcessed && api.IsBuildID(b.ID) {
+			ents = append(ents, &entry{name: b.ID, kind: kindBuild, org: org, app: app, build: b, mtime: b.CreatedAt})
 		}
 	}
-	if latest != nil {
-		ents = append(ents, &entry{name: "latest", kind: kindLink, target: latest.ID, mtime: latest.CreatedAt})
+	if names.Latest != nil {
+		ents = append(ents, linkTo("latest", "", names.Latest))
 	}
-	return ents, nil
+	ents = append(ents, &entry{name: "versions", kind: kindNames, names: "versions", mtime: f.started},
+		&entry{name: "tags", kind: kindNames, names: "tags", mtime: f.started})
+	l := newListing(ents)
+
+	// Targets are relative, so that cp -a and rsync -a keep working links.
+	var versions, tags []*entry
+	for name, b := range names.Versions {
+		versions = append(versions, linkTo(name, "../", b))
+	}
+	l.names = map[string]*listing{"versions": newListing(versions)}
+	for tag, tagged := range names.Tags {
+		key := "tags/" + tag
+		tags = append(tags, &entry{name: tag, kind: kindNames, names: key, mtime: f.started})
+		inTag := []*entry{linkTo("latest", "../../", tagged[0])}
+		for _, b := range tagged {
+			inTag = append(inTag, linkTo(b.ID, "../../", b))
+		}
+		l.names[key] = newListing(inTag)
+	}
+	l.names["tags"] = newListing(tags)
+	return l, nil
+}
+
+// linkTo is a symlink named name to build b's directory, up is the way
+// from the link's directory to the app's.
+func linkTo(name, up string, b *api.Build) *entry {
+	return &entry{name: name, kind: kindLink, target: up + b.ID, mtime: b.CreatedAt}
 }

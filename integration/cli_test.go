@@ -33,6 +33,26 @@ func TestCLIList(t *testing.T) {
 	emu := startEmulator(t, nil)
 	hosts := []string{"--api-url", emu.APIURL(), "--download-url", emu.DownloadURL()}
 
+	// Versions and tags resolve as in the mounted tree.
+	b240 := findBuild(t, emu, "acme", "field-app", "2.4.0")
+	for _, path := range []string{"acme/field-app/versions/2.4.0", "acme/field-app/versions/2.4.0+240",
+		"acme/field-app/tags/qa/latest", "acme/field-app/tags/release/" + b240.ID} {
+		out, errOut, code := cli(t, emu.Token(), append([]string{"ls", "--json", path}, hosts...)...)
+		if code != 0 || !strings.Contains(out, `"id": "`+b240.ID+`"`) {
+			t.Errorf("ls %s: exit %d, want build %s:\n%s%s", path, code, b240.ID, out, errOut)
+		}
+	}
+	if out, _, _ := cli(t, emu.Token(), append([]string{"ls", "acme/field-app"}, hosts...)...); !strings.Contains(out, "TAGS") ||
+		!strings.Contains(out, "qa,release") {
+		t.Errorf("ls acme/field-app has no tags column:\n%s", out)
+	}
+	if out, _, _ := cli(t, emu.Token(), append([]string{"ls", "acme/field-app/versions"}, hosts...)...); !strings.Contains(out, "2.4.0+240  "+b240.ID) {
+		t.Errorf("ls acme/field-app/versions:\n%s", out)
+	}
+	if out, _, _ := cli(t, emu.Token(), append([]string{"ls", "acme/field-app/tags/qa"}, hosts...)...); !strings.Contains(out, b240.ID) {
+		t.Errorf("ls acme/field-app/tags/qa:\n%s", out)
+	}
+
 	out, errOut, code := cli(t, emu.Token(), append([]string{"ls"}, hosts...)...)
 	if code != 0 {
 		t.Fatalf("ls: exit %d: %s", code, errOut)
@@ -72,6 +92,8 @@ func TestCLIList(t *testing.T) {
 		{"wrong token", "not-the-token", []string{"ls"}, []string{"401", "2001"}},
 		{"unknown org", emu.Token(), []string{"ls", "no-such-org"}, []string{"404", "3001"}},
 		{"unknown app", emu.Token(), []string{"ls", "acme/no-such-app"}, []string{"404", "3001"}},
+		{"unknown version", emu.Token(), []string{"ls", "acme/field-app/versions/9.9.9"}, []string{"versions/9.9.9: not found"}},
+		{"unknown tag", emu.Token(), []string{"ls", "acme/field-app/tags/nope/latest"}, []string{"tags/nope/latest: not found"}},
 	} {
 		_, errOut, code := cli(t, tc.token, append(tc.args, hosts...)...)
 		if code == 0 {

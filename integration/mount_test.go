@@ -68,6 +68,7 @@ func TestTreeContract(t *testing.T) {
 					latest = b
 				}
 			}
+			want = append(want, "tags", "versions")
 			if latest != nil {
 				want = append(want, "latest")
 				if target, err := os.Readlink(m.path(o.Slug, a.Slug, "latest")); err != nil || target != latest.ID {

@@ -60,8 +60,9 @@ type Build struct {
 	CreatedAt         time.Time
 	Changelog         string
 	Tags              []string
-	PackageName       string // Android packageName or Apple CFBundleIdentifier
-	MinOS             string // minSDKVersion / MinimumOSVersion
+	PackageName       string    // Android packageName or Apple CFBundleIdentifier
+	MinOS             string    // minSDKVersion / MinimumOSVersion
+	EditedAt          time.Time // set by EditBuild; updatedAt is never earlier
 
 	// Objects holds the bytes served per download type ("auto", "file",
 	// "aab"). On Android "auto" and "file" are the same universal APK: one
@@ -108,6 +109,22 @@ func (d *Dataset) AddBuild(orgSlug, appSlug string, b *Build) error {
 		return fmt.Errorf("emulator: AddBuild: duplicate build id %s", b.ID)
 	}
 	app.Builds = append(app.Builds, b)
+	return nil
+}
+
+// EditBuild changes what Applivery lets users edit after upload (PUT
+// /v1/integrations/builds/{id}, shared/applivery-api.md): the version
+// name, the tags and the changelog. It is safe to call while a server
+// uses the dataset.
+func (d *Dataset) EditBuild(id, versionName string, tags []string, changelog string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, _, b := d.locate(id)
+	if b == nil {
+		return fmt.Errorf("emulator: EditBuild: no build %s", id)
+	}
+	b.VersionName, b.Tags, b.Changelog = versionName, append([]string(nil), tags...), changelog
+	b.EditedAt = time.Now().UTC()
 	return nil
 }
 

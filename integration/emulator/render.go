@@ -47,17 +47,21 @@ func buildTimes(b *Build) (queued, process int64) {
 	return 200 + int64(h%1000), 5000 + int64((h>>16)%55000)
 }
 
-// buildUpdatedAt is when the build last changed state: its creation plus
+// buildUpdatedAt is when the build last changed: its last edit, or its creation plus
 // the queue and processing time it has gone through so far.
 func buildUpdatedAt(b *Build) time.Time {
 	queued, process := buildTimes(b)
+	t := b.CreatedAt.Add(time.Duration(queued+process) * time.Millisecond)
 	switch b.Status {
 	case statusPending:
-		return b.CreatedAt
+		t = b.CreatedAt
 	case statusInProgress:
-		return b.CreatedAt.Add(time.Duration(queued) * time.Millisecond)
+		t = b.CreatedAt.Add(time.Duration(queued) * time.Millisecond)
 	}
-	return b.CreatedAt.Add(time.Duration(queued+process) * time.Millisecond)
+	if b.EditedAt.After(t) {
+		return b.EditedAt
+	}
+	return t
 }
 
 type orgJSON struct {
