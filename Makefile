@@ -3,8 +3,10 @@ BIN := bin/appliveryfs
 
 .PHONY: build test vet demo bench clean
 
+# -buildvcs=true stamps the revision that `appliveryfs version` prints, even
+# where the environment sets GOFLAGS=-buildvcs=false (a flag beats GOFLAGS).
 build:
-	$(GO) build -o $(BIN) .
+	$(GO) build -buildvcs=true -o $(BIN) .
 
 vet:
 	$(GO) vet ./...

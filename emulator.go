@@ -88,7 +88,11 @@ func runDemo(fl *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	if mnt, err = filepath.Abs(mnt); err != nil {
 		return err
 	}
-	return serve(client, mnt, mf, stderr, func(dir string) {
+	logger, err := mf.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	return serve(client, mnt, mf, logger, func(dir string) {
 		fmt.Fprintf(stdout, `The Applivery emulator's sample data is mounted on %[1]s. In another shell, try:
 
   ls -l %[1]s/acme/field-app

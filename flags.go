@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/appliveryfs/appliveryfs/api"
+	"github.com/appliveryfs/appliveryfs/cache"
+	"github.com/appliveryfs/appliveryfs/cache/disk"
 )
 
 // connFlags are the flags of every command that talks to Applivery.
@@ -41,7 +44,10 @@ func envOr(name, def string) string {
 
 // client builds an API client. The token is never taken from a flag value,
 // where it would show in ps and shell history.
-func (c *connFlags) client() (*api.Client, error) {
+func (c *connFlags) client() (*api.Client, error) { return c.clientLogging(nil) }
+
+// clientLogging is client with a logger for mints, re-mints and retries.
+func (c *connFlags) clientLogging(logger *slog.Logger) (*api.Client, error) {
 	token := strings.TrimSpace(os.Getenv("APPLIVERY_TOKEN"))
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)
@@ -57,7 +63,7 @@ func (c *connFlags) client() (*api.Client, error) {
 		return nil, usageErr("no token: set APPLIVERY_TOKEN or pass --token-file FILE")
 	}
 	return api.NewClient(api.Config{APIURL: c.apiURL, DownloadURL: c.downloadURL, Token: token,
-		UserAgent: "appliveryfs/" + version})
+		UserAgent: "appliveryfs/" + moduleVersion(), Logger: logger})
 }
 
 // byteSize is a flag value such as 256M, 10GiB or 1048576.
@@ -131,6 +137,8 @@ type mountFlags struct {
 	allowNonEmpty bool
 	stopTimeout   time.Duration
 	fsName        string
+	metricsAddr   string
+	log           *logFlags
 	// Only mount has these: demo always runs in the foreground.
 	daemon  bool
 	logFile string
@@ -159,6 +167,8 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 	fl.DurationVar(&m.stopTimeout, "stop-timeout", 5*time.Second,
 		"on SIGINT or SIGTERM, how long reads in flight may finish after the mount is detached")
 	fl.StringVar(&m.fsName, "fsname", "appliveryfs", "the mount's source, as /proc/mounts and df show it")
+	fl.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `HOST:PORT` at /metrics")
+	m.log = newLogFlags(fl)
 	return m
 }
 
@@ -181,4 +191,20 @@ func defaultCacheDir() string {
 		return filepath.Join(h, ".cache", "appliveryfs")
 	}
 	return filepath.Join(os.TempDir(), "appliveryfs-cache")
+}
+
+// openCaches opens the disk cache and the memory cache in front of it, as
+// the flags size them; close the memory cache first.
+func (m *mountFlags) openCaches(logger *slog.Logger) (*disk.Cache, *cache.Cache, error) {
+	store, err := disk.Open(m.cacheDir, int64(m.diskSize))
+	if err != nil {
+		return nil, nil, fmt.Errorf("open cache dir: %w", err)
+	}
+	c, err := cache.New(cache.Config{BlockSize: int64(m.blockSize), MemoryBytes: int64(m.cacheSize),
+		Store: store, IOTimeout: m.ioTimeout, MaxAhead: m.prefetch, Logger: logger})
+	if err != nil {
+		store.Close()
+		return nil, nil, usageErr("%v", err)
+	}
+	return store, c, nil
 }

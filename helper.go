@@ -120,5 +120,5 @@ func runMountHelper(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	c := &commands[slices.IndexFunc(commands, func(c command) bool { return c.name == "mount" })]
-	return c.run(c.flagSet(stderr), margs, stdout, stderr)
+	return c.run(c.flagSet(stdout), margs, stdout, stderr)
 }

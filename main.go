@@ -14,9 +14,6 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 // command is one entry of the command table; the usage text is made from it.
 type command struct {
 	name     string
@@ -28,9 +25,11 @@ type command struct {
 
 var commands = []command{
 	{"ls", "ls [ORG[/APP[/BUILD]]] [flags]", "list organizations, apps, builds or one build", runLs},
+	{"get", "get ORG/APP/BUILD[/TYPE] [-o FILE|DIR|-] [flags]", "download one build file through the mount's cache, no FUSE needed", runGet},
 	{"mount", "mount [flags] MOUNTPOINT", "mount every build the token can see", runMount},
 	{"emulator", "emulator [flags]", "serve a local Applivery emulator with sample data", runEmulator},
 	{"demo", "demo [flags] [MOUNTPOINT]", "run the emulator and mount it, to try things out", runDemo},
+	{"cache", "cache du|prune --max-size SIZE|clear [flags]", "show the disk cache's usage, prune it or clear it", runCache},
 	{"version", "version", "print the version", runVersion},
 }
 
@@ -105,30 +104,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	for i := range commands {
 		if c := &commands[i]; c.name == name {
-			return c.run(c.flagSet(stderr), rest, stdout, stderr)
+			return c.run(c.flagSet(stdout), rest, stdout, stderr)
 		}
 	}
 	return usageErr("unknown command %q", name)
 }
 
-func runVersion(fl *pflag.FlagSet, args []string, stdout, _ io.Writer) error {
-	if err := parse(fl, args); err != nil {
-		return err
-	}
-	if fl.NArg() != 0 {
-		return usageErr("version takes no arguments")
-	}
-	fmt.Fprintf(stdout, "appliveryfs %s\n", version)
-	return nil
-}
-
 // flagSet returns an empty flag set for the command; --help prints its
-// synopsis and flags.
-func (c *command) flagSet(stderr io.Writer) *pflag.FlagSet {
+// synopsis and flags to stdout, as asked for; errors go to stderr from main.
+func (c *command) flagSet(stdout io.Writer) *pflag.FlagSet {
 	fl := pflag.NewFlagSet(c.name, pflag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl.SetOutput(stdout)
 	fl.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: appliveryfs %s\n\n%s\n\nFlags:\n%s", c.synopsis, c.short, fl.FlagUsages())
+		fmt.Fprintf(stdout, "Usage: appliveryfs %s\n\n%s\n\nFlags:\n%s", c.synopsis, c.short, fl.FlagUsages())
 	}
 	return fl
 }

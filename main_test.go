@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/appliveryfs/appliveryfs/api"
+	"github.com/appliveryfs/appliveryfs/cache/disk"
 	"github.com/spf13/pflag"
 )
 
@@ -133,5 +138,179 @@ func TestDefaultCacheDir(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", "/home/u/.xdg")
 	if got := defaultCacheDir(); got != "/home/u/.xdg/appliveryfs" {
 		t.Errorf("with XDG_CACHE_HOME: %q", got)
+	}
+}
+
+func TestVersionString(t *testing.T) {
+	rev := debug.BuildSetting{Key: "vcs.revision", Value: "a3c38ff02057f5694088018296df71296fcc8b0b"}
+	for _, tc := range []struct {
+		info *debug.BuildInfo
+		want string
+	}{
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v0.3.1"}, Settings: []debug.BuildSetting{rev}},
+			"v0.3.1 (rev a3c38ff, go1.26.8)"},
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"},
+			Settings: []debug.BuildSetting{{Key: "vcs", Value: "git"}, rev, {Key: "vcs.modified", Value: "true"}}},
+			"(devel) (rev a3c38ff, modified, go1.26.8)"},
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Settings: []debug.BuildSetting{{Key: "vcs.modified", Value: "false"}}},
+			"(devel) (rev unknown, go1.26.8)"},
+	} {
+		if got := formatVersion(tc.info); got != tc.want {
+			t.Errorf("formatVersion = %q, want %q", got, tc.want)
+		}
+	}
+	if got := formatVersion(nil); !strings.HasPrefix(got, "(devel) (rev unknown, go") {
+		t.Errorf("formatVersion(nil) = %q", got)
+	}
+}
+
+func TestCacheCommand(t *testing.T) {
+	dir := t.TempDir()
+	c, err := disk.Open(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := disk.Key{Build: "0123456789abcdef01234567", Type: "file"}
+	for idx := range int64(4) {
+		if err := c.WriteBlock(key, 1000, idx, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	cache := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(append([]string{"cache"}, args...), &out, &errOut)
+		return out.String(), err
+	}
+
+	if out, err := cache("du", "--cache-dir", dir); err != nil || !strings.Contains(out, "4 blocks of 1 file (3.9 KiB)") {
+		t.Errorf("du: %v\n%s", err, out)
+	}
+	if out, err := cache("du", "--json", "--cache-dir", dir); err != nil || !strings.Contains(out, `"blockBytes": 4000`) {
+		t.Errorf("du --json: %v\n%s", err, out)
+	}
+	if out, err := cache("prune", "--max-size", "2500", "--cache-dir", dir); err != nil ||
+		!strings.Contains(out, "removed 2 blocks (2.0 KiB); 2 blocks of 1 file (2.0 KiB) remain") {
+		t.Errorf("prune: %v\n%s", err, out)
+	}
+	if out, err := cache("clear", "--cache-dir", dir); err != nil || !strings.Contains(out, "removed 2 blocks") {
+		t.Errorf("clear: %v\n%s", err, out)
+	}
+	if st, err := disk.StatDir(dir); err != nil || st.Blocks != 0 {
+		t.Errorf("after clear: %+v, %v", st, err)
+	}
+
+	for _, args := range [][]string{{}, {"nope"}, {"du", "extra"}, {"prune"}, {"du", "--max-size", "1G"}, {"clear", "--json"}} {
+		_, err := cache(append(args, "--cache-dir", dir)...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 {
+			t.Errorf("cache %q: %v, want a usage error (exit 2)", args, err)
+		}
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, sub := range []string{"du", "clear", "prune"} {
+		_, err := cache(sub, "--max-size", "0", "--cache-dir", missing)
+		if sub != "prune" {
+			_, err = cache(sub, "--cache-dir", missing)
+		}
+		var ee *exitError
+		if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("cache %s of a missing directory: %v, want a plain error (exit 1)", sub, err)
+		}
+		if _, err := os.Stat(missing); err == nil {
+			t.Fatalf("cache %s made the missing directory", sub)
+		}
+	}
+}
+
+func TestGetPath(t *testing.T) {
+	const id = "65f0c3a1d17707977078336c"
+	for in, want := range map[string]getRef{
+		"acme/field-app/latest":                 {org: "acme", app: "field-app", build: []string{"latest"}, typ: api.File},
+		"/acme/field-app/" + id + "/aab/":       {org: "acme", app: "field-app", build: []string{id}, typ: api.AAB},
+		"acme/field-app/" + id + "/auto.plist":  {org: "acme", app: "field-app", build: []string{id}, typ: api.Auto, ext: "plist"},
+		"acme/field-app/versions/2.4.0+240":     {org: "acme", app: "field-app", build: []string{"versions", "2.4.0+240"}, typ: api.File},
+		"acme/field-app/versions/file":          {org: "acme", app: "field-app", build: []string{"versions", "file"}, typ: api.File},
+		"acme/field-app/versions/file/auto":     {org: "acme", app: "field-app", build: []string{"versions", "file"}, typ: api.Auto},
+		"acme/field-app/tags/qa/latest/file":    {org: "acme", app: "field-app", build: []string{"tags", "qa", "latest"}, typ: api.File},
+		"acme/field-app/tags/qa/" + id:          {org: "acme", app: "field-app", build: []string{"tags", "qa", id}, typ: api.File},
+		"acme/field-app/tags/file/latest/aab":   {org: "acme", app: "field-app", build: []string{"tags", "file", "latest"}, typ: api.AAB},
+		"acme/field-app/not-an-id-but-resolved": {org: "acme", app: "field-app", build: []string{"not-an-id-but-resolved"}, typ: api.File},
+	} {
+		got, err := parseGetPath(in)
+		if err != nil || got.String() != want.String() || got.typ != want.typ || got.ext != want.ext {
+			t.Errorf("parseGetPath(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "acme", "acme/field-app", "acme//latest", "acme/field-app/latest/icon",
+		"acme/field-app/latest/file/more", "acme/field-app/versions", "acme/field-app/tags/qa",
+		"acme/field-app/tags/qa/latest/file/x"} {
+		if _, err := parseGetPath(bad); err == nil {
+			t.Errorf("parseGetPath(%q) accepted", bad)
+		} else if ee, ok := err.(*exitError); !ok || ee.code != 2 {
+			t.Errorf("parseGetPath(%q) = %v, want a usage error", bad, err)
+		}
+	}
+}
+
+func TestGetStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{&api.Error{StatusCode: 401, Code: api.CodeTokenNotValid}, exitTokenRejected},
+		{&api.Error{StatusCode: 403}, exitTokenRejected},
+		{&api.Error{StatusCode: 404, Code: api.CodeNotFound}, exitNotFound},
+		{&api.Error{StatusCode: 404, Code: api.CodeNotProcessed}, exitNotProcessed},
+		{&api.Error{StatusCode: 503}, 1},
+		{errors.Join(errors.New("list builds"), api.ErrNotFound), exitNotFound},
+		{errors.New("file content does not match its checksum"), 1},
+		{usageErr("bad"), 2},
+	} {
+		err := getStatus(tc.err)
+		ee, ok := err.(*exitError)
+		if !ok || ee.code != tc.code || !errors.Is(err, tc.err) && ee.err != tc.err {
+			t.Errorf("getStatus(%v) = %#v, want exit %d", tc.err, err, tc.code)
+		}
+	}
+	if getStatus(nil) != nil {
+		t.Error("getStatus(nil) is an error")
+	}
+}
+
+func TestGetUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	for _, args := range [][]string{{"get"}, {"get", "a/b"}, {"get", "a/b/latest", "c/d/latest"}, {"get", "--block-size", "1x", "a/b/latest"}} {
+		if err := run(args, &out, &errOut); err == nil {
+			t.Errorf("run(%q) succeeded", args)
+		} else if ee, ok := err.(*exitError); !ok || ee.code != 2 {
+			t.Errorf("run(%q) = %v, want a usage error (exit 2)", args, err)
+		}
+	}
+	out.Reset()
+	errOut.Reset()
+	if err := run([]string{"get", "--help"}, &out, &errOut); !errors.Is(err, pflag.ErrHelp) {
+		t.Errorf("get --help: %v", err)
+	}
+	help := out.String() + errOut.String()
+	for _, want := range []string{"--cache-dir", "--disk-cache-size", "--quiet", "--output", "versions/NAME", "tags/TAG/latest",
+		"3    token rejected", "4    not found", "5    build not processed yet", "130  interrupted"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("get --help lacks %q:\n%s", want, help)
+		}
+	}
+}
+
+func TestGetDestination(t *testing.T) {
+	dir := t.TempDir()
+	art := api.Artifact{Type: api.Auto, Ext: "plist"}
+	for out, want := range map[string]string{"-": "-", dir: dir + "/auto.plist", dir + "/": dir + "/auto.plist",
+		dir + "/x.plist": dir + "/x.plist"} {
+		if got, err := destination(out, art); err != nil || got != want {
+			t.Errorf("destination(%q) = %q, %v; want %q", out, got, err, want)
+		}
+	}
+	if _, err := destination(dir+"/missing/", art); err == nil {
+		t.Error("destination of a missing directory accepted")
 	}
 }

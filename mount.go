@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,8 +15,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/appliveryfs/appliveryfs/api"
-	"github.com/appliveryfs/appliveryfs/cache"
-	"github.com/appliveryfs/appliveryfs/cache/disk"
 	"github.com/appliveryfs/appliveryfs/fs"
 )
 
@@ -40,6 +38,9 @@ func runMount(fl *pflag.FlagSet, args []string, _, stderr io.Writer) error {
 	if mf.daemon && bg == nil {
 		// Fail here, in the foreground, on what needs no network.
 		if _, err := conn.client(); err != nil {
+			return err
+		}
+		if _, err := mf.log.logger(io.Discard); err != nil {
 			return err
 		}
 		if err := fs.CanMount(mf.allowOther); err != nil {
@@ -74,18 +75,22 @@ func runMount(fl *pflag.FlagSet, args []string, _, stderr io.Writer) error {
 		defer f.Close()
 		stderr = f
 	}
-	client, err := conn.client()
+	logger, err := mf.log.logger(stderr)
 	if err != nil {
 		return bg.fail(err)
 	}
-	err = serve(client, dir, mf, stderr, func(string) { bg.ready() })
+	client, err := conn.clientLogging(logger)
+	if err != nil {
+		return bg.fail(err)
+	}
+	err = serve(client, dir, mf, logger, func(string) { bg.ready() })
 	return bg.fail(err)
 }
 
 // serve checks what it can before mounting, mounts, and serves until
 // SIGINT, SIGTERM or SIGHUP, or until unmounted from outside. ready, if
 // set, is called once the mount serves requests.
-func serve(client *api.Client, dir string, mf *mountFlags, stderr io.Writer, ready func(dir string)) error {
+func serve(client *api.Client, dir string, mf *mountFlags, logger *slog.Logger, ready func(dir string)) error {
 	// What needs no network first: a refused mountpoint costs no API call.
 	if err := fs.CanMount(mf.allowOther); err != nil {
 		return err
@@ -109,36 +114,39 @@ func serve(client *api.Client, dir string, mf *mountFlags, stderr io.Writer, rea
 		}
 	}
 
-	store, err := disk.Open(mf.cacheDir, int64(mf.diskSize))
+	store, c, err := mf.openCaches(logger)
 	if err != nil {
-		return fmt.Errorf("open cache dir: %w", err)
+		return err
 	}
 	defer store.Close()
-	c, err := cache.New(cache.Config{BlockSize: int64(mf.blockSize), MemoryBytes: int64(mf.cacheSize),
-		Store: store, IOTimeout: mf.ioTimeout, MaxAhead: mf.prefetch})
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	defer c.Close()
+	defer c.Close() // first: it waits for writes to the store
 	// Evicted blocks are garbage; a soft limit makes the runtime collect
 	// them before the process outgrows the budget it was given.
 	debug.SetMemoryLimit(int64(mf.cacheSize) + 48<<20)
+	o := &observed{dir: dir, started: time.Now(), blockSize: int64(mf.blockSize), client: client, cache: c, store: store}
 
-	logger := log.New(stderr, "", log.LstdFlags)
 	fsys := fs.New(fs.Config{Client: client, Cache: c, Sizes: store, Orgs: mf.orgs,
 		UID: uint32(mf.uid), GID: uint32(mf.gid), DirTTL: mf.dirTTL, IOTimeout: mf.ioTimeout, Log: logger,
-		DropPageCache: !mf.kernelCache})
+		DropPageCache: !mf.kernelCache, Status: func() []byte { return o.summary() }})
+	o.fsys = fsys
+	if mf.metricsAddr != "" {
+		stop, err := serveMetrics(mf.metricsAddr, o, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	// Signals are caught before mounting, so that none arriving meanwhile
 	// kills the process and leaves a dead mount behind.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	srv, err := fs.Mount(dir, fsys, fs.MountOptions{FsName: mf.fsName, AllowOther: mf.allowOther,
 		AllowNonEmpty: mf.allowNonEmpty, ReadAheadKB: mf.readAheadKB, MaxBackground: mf.maxBG, Debug: mf.debug})
 	if err != nil {
 		return err
 	}
-	logger.Printf("appliveryfs: mounted on %s", dir)
+	logger.Info("mounted", "dir", dir, "cache_dir", mf.cacheDir)
 
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
@@ -147,36 +155,42 @@ func serve(client *api.Client, dir string, mf *mountFlags, stderr io.Writer, rea
 	}
 	notifySystemd("READY=1\nSTATUS=Mounted on " + dir)
 	var s os.Signal
-	select {
-	case <-done: // unmounted from outside (umount, fusermount3 -u)
-		logger.Printf("appliveryfs: %s was unmounted", dir)
-		logStats(logger, c)
-		return nil
-	case s = <-sigs:
+	for s == nil {
+		select {
+		case <-done: // unmounted from outside (umount, fusermount3 -u)
+			logger.Info("unmounted from outside", "dir", dir, "status", string(o.summary()))
+			return nil
+		case s = <-sigs:
+			if s == syscall.SIGUSR1 {
+				logger.Info("status", "status", string(o.summary()))
+				s = nil
+			}
+		}
 	}
 	notifySystemd("STOPPING=1")
-	logger.Printf("appliveryfs: %v: unmounting %s", s, dir)
+	logger.Info("unmounting", "dir", dir, "signal", s.String())
 	if err := fs.Unmount(srv, dir); err != nil {
-		logger.Printf("appliveryfs: %v", err)
+		logger.Error("unmount failed", "dir", dir, "err", err.Error())
 	}
 	// A busy mount was detached lazily: gone from the tree, but the files
 	// still open keep it served until they close. Reads under way get
 	// --stop-timeout to finish; a second signal stops waiting.
 	timer := time.NewTimer(mf.stopTimeout)
 	defer timer.Stop()
-	select {
-	case <-done:
-	case s := <-sigs:
-		logger.Printf("appliveryfs: %v: exiting now, files still open on the detached mount", s)
-	case <-timer.C:
-		logger.Printf("appliveryfs: files still open on the detached mount after %s: exiting", mf.stopTimeout)
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case s := <-sigs:
+			if s != syscall.SIGUSR1 {
+				logger.Info("exiting now, files still open on the detached mount", "signal", s.String())
+				waiting = false
+			}
+		case <-timer.C:
+			logger.Info("exiting, files still open on the detached mount", "after", mf.stopTimeout.String())
+			waiting = false
+		}
 	}
-	logStats(logger, c)
+	logger.Info("unmounted", "dir", dir, "status", string(o.summary()))
 	return nil
-}
-
-func logStats(logger *log.Logger, c *cache.Cache) {
-	st := c.Stats()
-	logger.Printf("appliveryfs: fetched %d blocks (%s), %d blocks prefetched, %d from disk cache, %d memory hits",
-		st.Fetches, humanBytes(st.FetchedBytes), st.Prefetches, st.DiskHits, st.MemHits)
 }

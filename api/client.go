@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -39,6 +40,9 @@ type Config struct {
 	// StorageConns caps idle connections kept per storage host; parallel
 	// range reads need one each. 0 means 64.
 	StorageConns int
+	// Logger gets mints, re-mints and retries at debug level; nil for none.
+	// Nothing logged ever holds a token or a signed URL.
+	Logger *slog.Logger
 }
 
 // Client is safe for concurrent use.
@@ -49,6 +53,8 @@ type Client struct {
 	userAgent   string
 	apiHTTP     *http.Client // API and download host
 	storageHTTP *http.Client // storage: never sees the bearer token
+	log         *slog.Logger
+	stats       stats
 }
 
 // NewClient checks cfg and returns a client.
@@ -102,7 +108,12 @@ func NewClient(cfg Config) (*Client, error) {
 		DisableCompression:    true, // byte ranges of the stored object, never a re-encoding
 	}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	logger := cfg.Logger
+	if logger == nil {
+		logger = discard
+	}
 	return &Client{
+		log:         logger,
 		apiURL:      apiURL,
 		downloadURL: dlURL,
 		token:       cfg.Token,
@@ -165,6 +176,7 @@ func (c *Client) getJSON(ctx context.Context, op, p string, q url.Values, out an
 		if err == nil || try == apiAttempts || ctx.Err() != nil || !Temporary(err) {
 			return err
 		}
+		c.noteRetry(ctx, op, err)
 		if b.wait(ctx, err) != nil {
 			return err
 		}

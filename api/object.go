@@ -164,6 +164,7 @@ func (o *Object) withURL(ctx context.Context, what string, attempt func(context.
 			}
 			if urlExpired(err) {
 				o.invalidate(seq)
+				o.c.noteRemint(ctx, o, ReasonExpiredURL)
 				if remints++; remints > maxRemints {
 					return fmt.Errorf("%s of %s: storage rejected %d fresh URLs: %w", what, o, maxRemints, err)
 				}
@@ -183,6 +184,7 @@ func (o *Object) withURL(ctx context.Context, what string, attempt func(context.
 		if !Temporary(err) {
 			return fmt.Errorf("%s of %s: %w", what, o, err)
 		}
+		o.c.noteRetry(ctx, what+" of "+o.String(), err)
 		if werr := b.wait(ctx, err); werr != nil {
 			return o.giveUp(ctx, what, start, werr)
 		}
@@ -240,18 +242,31 @@ func (o *Object) runMint(call *mintCall) {
 
 func (o *Object) mintURL(ctx context.Context) (*url.URL, error) {
 	for try := 1; ; try++ {
+		start := time.Now()
 		tok, err := o.c.MintToken(ctx, o.org, o.app, o.build, o.typ)
 		if err != nil {
 			return nil, err
 		}
 		o.minted.Add(1)
+		o.c.stats.minted.Add(1)
 		loc, err := o.c.ResolveToken(ctx, tok)
 		// A token that expired (or was spent) before we used it is not the
 		// reader's problem: a fresh one is.
-		if err != nil && (errors.Is(err, ErrTokenExpired) || errors.Is(err, ErrNotFound)) && try < 3 {
-			continue
+		reason := ""
+		switch {
+		case err == nil:
+			o.c.log.DebugContext(ctx, "minted", "file", o.String(), "storage", loc.Host,
+				"duration", time.Since(start).Round(time.Millisecond))
+			return loc, nil
+		case errors.Is(err, ErrTokenExpired):
+			reason = ReasonExpiredToken
+		case errors.Is(err, ErrNotFound):
+			reason = ReasonSpentToken
 		}
-		return loc, err
+		if reason == "" || try >= 3 {
+			return nil, err
+		}
+		o.c.noteRemint(ctx, o, reason)
 	}
 }
 

@@ -23,6 +23,9 @@ type block struct {
 	refs atomic.Int32
 	mem  *budget
 
+	prefetched bool        // started ahead of the reader
+	read       atomic.Bool // some reader copied from it
+
 	mu     sync.Mutex
 	filled int           // leading bytes of data that are final
 	err    error         // set when the fill failed

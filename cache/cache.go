@@ -11,6 +11,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,17 +53,24 @@ type Config struct {
 	IOTimeout   time.Duration // bound on fetching one block; default 60 s
 	MaxAhead    int           // prefetch window cap, in blocks; default 16
 	MaxFetches  int           // storage requests in flight for prefetch, all files; default 32
+	Logger      *slog.Logger  // prefetch window changes at debug level; nil for none
 }
 
 // Stats counts what the cache did; for logs, tests and the benchmark.
 type Stats struct {
-	MemHits      int64 // block reads served from memory
-	DiskHits     int64 // blocks loaded from the disk cache
-	Fetches      int64 // blocks fetched from the source
-	FetchedBytes int64
-	Prefetches   int64 // fetches started ahead of the reader
-	Verified     int64 // whole files checked against their checksum
-	Mismatches   int64 // ... and found wrong
+	MemHits        int64 // block reads served from memory
+	MemMisses      int64 // blocks not in memory: a fill started
+	DiskHits       int64 // blocks loaded from the disk cache
+	DiskMisses     int64 // blocks the disk cache did not have (with a disk cache)
+	Fetches        int64 // blocks fetched from the source
+	FetchedBytes   int64
+	ServedBytes    int64 // bytes returned to readers
+	Prefetches     int64 // fetches started ahead of the reader
+	PrefetchWasted int64 // prefetched blocks evicted before any reader read them
+	Verified       int64 // whole files checked against their checksum
+	Mismatches     int64 // ... and found wrong
+	MemoryBlocks   int   // blocks holding memory now: cached, in flight, queued for disk
+	MemorySlots    int   // blocks the budget holds
 }
 
 // Cache is safe for concurrent use.
@@ -77,8 +85,10 @@ type Cache struct {
 	prefetching int // prefetch fills in flight
 
 	stats struct {
-		memHits, diskHits, fetches, fetchedBytes, prefetches, verified, mismatches atomic.Int64
+		memHits, memMisses, diskHits, diskMisses, fetches, fetchedBytes, servedBytes,
+		prefetches, prefetchWasted, verified, mismatches atomic.Int64
 	}
+	log *slog.Logger
 
 	writes    chan storeWrite // blocks to persist; nil without a store
 	writers   sync.WaitGroup
@@ -134,7 +144,11 @@ func New(cfg Config) (*Cache, error) {
 	}
 	// The budget, not the LRU's size, bounds what is cached: every cached
 	// block holds a slot, so the LRU never reaches its own limit.
-	l, err := lru.NewWithEvict[blockKey, *block](slots, func(_ blockKey, b *block) { b.unref() })
+	c.log = cfg.Logger
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	l, err := lru.NewWithEvict[blockKey, *block](slots, c.evicted)
 	if err != nil {
 		return nil, err
 	}
@@ -170,10 +184,22 @@ func (c *Cache) Close() {
 func (c *Cache) Stats() Stats {
 	s := &c.stats
 	return Stats{
-		MemHits: s.memHits.Load(), DiskHits: s.diskHits.Load(), Fetches: s.fetches.Load(),
-		FetchedBytes: s.fetchedBytes.Load(), Prefetches: s.prefetches.Load(),
+		MemHits: s.memHits.Load(), MemMisses: s.memMisses.Load(),
+		DiskHits: s.diskHits.Load(), DiskMisses: s.diskMisses.Load(),
+		Fetches: s.fetches.Load(), FetchedBytes: s.fetchedBytes.Load(), ServedBytes: s.servedBytes.Load(),
+		Prefetches: s.prefetches.Load(), PrefetchWasted: s.prefetchWasted.Load(),
 		Verified: s.verified.Load(), Mismatches: s.mismatches.Load(),
+		MemoryBlocks: c.mem.inUse(), MemorySlots: c.mem.slots,
 	}
+}
+
+// evicted is the LRU's callback: the block lets go of its memory, and a
+// prefetch nobody read was work for nothing.
+func (c *Cache) evicted(_ blockKey, b *block) {
+	if b.prefetched && !b.read.Load() {
+		c.stats.prefetchWasted.Add(1)
+	}
+	b.unref()
 }
 
 func (c *Cache) writeStore() {

@@ -15,6 +15,7 @@ type File struct {
 	nblocks   int64
 	check     *verifier    // nil when the API gave no usable checksum
 	readers   atomic.Int64 // open Readers
+	fetched   atomic.Int64 // bytes fetched from the source for this file
 }
 
 // File returns a cached view of a file of the given exact size. checksum,
@@ -37,6 +38,9 @@ func (c *Cache) File(key FileKey, size int64, checksum string, src Source) *File
 
 // Size is the file's exact size.
 func (f *File) Size() int64 { return f.size }
+
+// Fetched is how many of the file's bytes came from the source so far.
+func (f *File) Fetched() int64 { return f.fetched.Load() }
 
 // Unsettled reports whether the file's bytes still await their checksum
 // verdict, or failed it: the kernel should not keep its pages across opens.

@@ -44,6 +44,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return n, err
 		}
 	}
+	f.c.stats.servedBytes.Add(int64(n))
 	if err := f.served(ctx, off, n, epoch); err != nil {
 		return 0, err
 	}
@@ -66,6 +67,7 @@ func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int
 		n := 0
 		if err == nil {
 			n = copy(p[:want], b.data[inBlock:inBlock+want])
+			b.read.Store(true)
 		}
 		// The reader keeps its hold: it will likely read the rest of the
 		// block, and the fill must go on until it does or closes the file.
@@ -101,7 +103,10 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 		return
 	}
 	if end/bs > r.next/bs || r.window == 0 {
-		r.window = min(max(2*r.window, 2), f.c.cfg.MaxAhead)
+		if w := min(max(2*r.window, 2), f.c.cfg.MaxAhead); w != r.window {
+			r.window = w
+			f.c.log.Debug("prefetch window", "build", f.key.Build, "type", f.key.Type, "blocks", w, "offset", off)
+		}
 	}
 	r.next = max(r.next, end)
 	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
@@ -236,6 +241,8 @@ func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
 		err = errNoRoom
 	default:
 		b := newBlock(f.blockLen(key.idx), f.epoch(), c.mem)
+		b.prefetched = !demand
+		c.stats.memMisses.Add(1)
 		fctx, cancel := context.WithTimeout(c.base, c.cfg.IOTimeout)
 		b.state.cancel = cancel
 		c.inflight[key] = b
@@ -263,6 +270,9 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 	if fromStore {
 		c.stats.diskHits.Add(1)
 	} else {
+		if c.store != nil {
+			c.stats.diskMisses.Add(1)
+		}
 		f.fromSource() // before the first byte can reach a reader
 		var n int
 		n, err = f.src.ReadAtProgress(ctx, b.data, key.idx*f.blockSize, b.progress)
@@ -274,6 +284,7 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 		} else {
 			c.stats.fetches.Add(1)
 			c.stats.fetchedBytes.Add(int64(n))
+			f.fetched.Add(int64(n))
 		}
 	}
 	// Bytes fetched before the file was dropped (a checksum mismatch) are

@@ -43,15 +43,21 @@ func (f *FS) Root() gofs.InodeEmbedder {
 
 func (d *listedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	f := d.fsys
+	// Before the listing: the mount's own status answers with the API down.
+	if name == statusDirName && d.path == "" && f.cfg.Status != nil {
+		out.Attr.Ino = f.ino(statusDirName)
+		setDirAttr(&out.Attr)
+		return d.NewInode(ctx, &statusDir{fsys: f}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: out.Attr.Ino}), 0
+	}
 	l, err := f.listing(ctx, d.path, d.list)
 	if err != nil {
-		f.logOnce("lookup:"+d.path+err.Error(), "appliveryfs: list /%s: %v", d.path, err)
-		return nil, errno(ctx, err)
+		f.logOnce("lookup:"+d.path+err.Error(), "list failed", "path", "/"+d.path, errAttrs(err))
+		return nil, f.fail(ctx, err)
 	}
 	e, ok := l.byName[name]
 	if !ok && d.app != nil && api.IsBuildID(name) {
 		if e, err = d.lookupNewBuild(ctx, name); err != nil {
-			return nil, errno(ctx, err)
+			return nil, f.fail(ctx, err)
 		}
 		ok = e != nil
 	}
@@ -149,8 +155,8 @@ func (d *listedDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 	f := d.fsys
 	l, err := f.listing(ctx, d.path, d.list)
 	if err != nil {
-		f.logOnce("readdir:"+d.path+err.Error(), "appliveryfs: list /%s: %v", d.path, err)
-		return nil, errno(ctx, err)
+		f.logOnce("readdir:"+d.path+err.Error(), "list failed", "path", "/"+d.path, errAttrs(err))
+		return nil, f.fail(ctx, err)
 	}
 	return f.dirStream(d.path, l), 0
 }
@@ -211,7 +217,7 @@ var (
 func (d *namesDir) names(ctx context.Context) (*listing, error) {
 	l, err := d.fsys.listing(ctx, d.appPath, d.appList)
 	if err != nil {
-		d.fsys.logOnce("list:"+d.path+err.Error(), "appliveryfs: list /%s: %v", d.appPath, err)
+		d.fsys.logOnce("list:"+d.path+err.Error(), "list failed", "path", "/"+d.appPath, errAttrs(err))
 		return nil, err
 	}
 	if n := l.names[d.key]; n != nil {
@@ -223,7 +229,7 @@ func (d *namesDir) names(ctx context.Context) (*listing, error) {
 func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	l, err := d.names(ctx)
 	if err != nil {
-		return nil, errno(ctx, err)
+		return nil, d.fsys.fail(ctx, err)
 	}
 	e, ok := l.byName[name]
 	if !ok {
@@ -240,7 +246,7 @@ func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 func (d *namesDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	l, err := d.names(ctx)
 	if err != nil {
-		return nil, errno(ctx, err)
+		return nil, d.fsys.fail(ctx, err)
 	}
 	return d.fsys.dirStream(d.path, l), 0
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"syscall"
 
 	"github.com/appliveryfs/appliveryfs/api"
@@ -24,4 +25,22 @@ func errno(ctx context.Context, err error) syscall.Errno {
 		return syscall.ENOENT
 	}
 	return syscall.EIO
+}
+
+// errAttrs is the log group of an error: its text and, for an answer of
+// Applivery, the HTTP status and Applivery code.
+func errAttrs(err error) slog.Attr {
+	attrs := []any{"msg", err.Error()}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		attrs = append(attrs, "status", ae.StatusCode, "code", ae.Code)
+	}
+	return slog.Group("err", attrs...)
+}
+
+// fail maps err to an errno for a FUSE answer, and counts it.
+func (f *FS) fail(ctx context.Context, err error) syscall.Errno {
+	e := errno(ctx, err)
+	f.stats.countErrno(e)
+	return e
 }

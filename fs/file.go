@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -45,8 +46,8 @@ func (n *fileNode) key() cache.FileKey {
 func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	size, err := n.exactSize(ctx)
 	if err != nil {
-		n.fsys.logOnce("size:"+n.path+err.Error(), "appliveryfs: size of /%s: %v", n.path, err)
-		return errno(ctx, err)
+		n.fsys.logOnce("size:"+n.path+err.Error(), "size failed", "path", "/"+n.path, "build", n.build.ID, "type", n.art.Type, errAttrs(err))
+		return n.fsys.fail(ctx, err)
 	}
 	out.Attr = n.attr
 	setFileAttr(&out.Attr, size)
@@ -98,7 +99,7 @@ func (n *fileNode) exactSize(ctx context.Context) (int64, error) {
 	n.sizeMu.Unlock()
 	if f.cfg.Sizes != nil {
 		if err := f.cfg.Sizes.SetSize(key, size); err != nil {
-			f.logOnce("setsize:"+key.String(), "appliveryfs: keep size of %s: %v", key, err)
+			f.logOnce("setsize:"+key.String(), "keeping the size failed", "build", key.Build, "type", key.Type, "err", err.Error())
 		}
 	}
 	return size, nil
@@ -135,7 +136,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	size, err := n.exactSize(ctx)
 	if err != nil {
-		return nil, 0, errno(ctx, err)
+		return nil, 0, n.fsys.fail(ctx, err)
 	}
 	f := n.fsys
 	r := n.remote()
@@ -147,7 +148,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if f.cfg.DropPageCache || r.file.Unsettled() {
 		fopen = 0
 	}
-	return &fileHandle{node: n, r: r.file.NewReader()}, fopen, 0
+	h := &fileHandle{node: n, r: r.file.NewReader(), file: r.file, size: size}
+	f.stats.opened(h)
+	return h, fopen, 0
 }
 
 func writeFlags(flags uint32) bool {
@@ -158,6 +161,8 @@ func writeFlags(flags uint32) bool {
 type fileHandle struct {
 	node *fileNode
 	r    *cache.Reader
+	file *cache.File
+	size int64
 }
 
 var (
@@ -170,6 +175,8 @@ var (
 // Reader.ReadAt, and api/object.go makes the HTTP request.
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	f := h.node.fsys
+	start := time.Now()
+	defer func() { f.stats.observeRead(time.Since(start)) }()
 	rctx, cancel := context.WithTimeout(ctx, f.cfg.IOTimeout)
 	defer cancel()
 	n, err := h.r.ReadAt(rctx, dest, off)
@@ -186,7 +193,9 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 			// of the same inode deadlocks the kernel.
 			go h.node.NotifyContent(0, 0)
 		}
-		f.logOnce(fmt.Sprintf("read:%s:%d", h.node.path, e), "appliveryfs: read /%s at %d: %v", h.node.path, off, err)
+		f.logOnce(fmt.Sprintf("read:%s:%d", h.node.path, e), "read failed", "path", "/"+h.node.path,
+			"build", h.node.build.ID, "type", h.node.art.Type, "offset", off, "errno", errnoName(e), errAttrs(err))
+		f.stats.countErrno(e)
 		return nil, e
 	}
 	return fuse.ReadResultData(dest[:n]), 0
@@ -202,6 +211,7 @@ func (h *fileHandle) Flush(context.Context) syscall.Errno {
 }
 
 func (h *fileHandle) Release(context.Context) syscall.Errno {
+	h.node.fsys.stats.closed(h)
 	h.r.Close()
 	return 0
 }

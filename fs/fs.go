@@ -12,7 +12,7 @@
 package fs
 
 import (
-	"log"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -42,7 +42,10 @@ type Config struct {
 	// open, as for files that may change. Builds never do; this exists to
 	// measure what keeping them is worth.
 	DropPageCache bool
-	Log           *log.Logger
+	Log           *slog.Logger
+	// Status, when set, makes MOUNT/.appliveryfs/status: its text, made
+	// at each open. The directory is not listed in the root.
+	Status func() []byte
 }
 
 // FS holds the state shared by every node of one mount.
@@ -66,6 +69,8 @@ type FS struct {
 
 	logMu  sync.Mutex
 	logged map[string]bool
+
+	stats stats
 }
 
 // New returns the filesystem's shared state; Root gives its root node.
@@ -77,7 +82,7 @@ func New(cfg Config) *FS {
 		cfg.IOTimeout = 60 * time.Second
 	}
 	if cfg.Log == nil {
-		cfg.Log = log.Default()
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	return &FS{
 		cfg:      cfg,
@@ -107,7 +112,7 @@ func (f *FS) ino(p string) uint64 {
 
 // logOnce logs a failure the first time it is seen, so a failing file
 // read a thousand times does not flood the log.
-func (f *FS) logOnce(key, format string, args ...any) {
+func (f *FS) logOnce(key, msg string, attrs ...any) {
 	f.logMu.Lock()
 	seen := f.logged[key]
 	if !seen {
@@ -118,6 +123,6 @@ func (f *FS) logOnce(key, format string, args ...any) {
 	}
 	f.logMu.Unlock()
 	if !seen {
-		f.cfg.Log.Printf(format, args...)
+		f.cfg.Log.Warn(msg, attrs...)
 	}
 }

@@ -125,8 +125,8 @@ func (n *infoNode) current(ctx context.Context) ([]byte, time.Time, error) {
 func (n *infoNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	data, mtime, err := n.current(ctx)
 	if err != nil {
-		n.fsys.logOnce("info:"+n.path+err.Error(), "appliveryfs: /%s: %v", n.path, err)
-		return errno(ctx, err)
+		n.fsys.logOnce("info:"+n.path+err.Error(), "info.json failed", "path", "/"+n.path, errAttrs(err))
+		return n.fsys.fail(ctx, err)
 	}
 	out.Attr = n.attr
 	setFileAttr(&out.Attr, int64(len(data)))
@@ -147,18 +147,21 @@ func (n *infoNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	data, _, err := n.current(ctx)
 	if err != nil {
-		return nil, 0, errno(ctx, err)
+		return nil, 0, n.fsys.fail(ctx, err)
 	}
 	return &infoHandle{data: data}, 0, 0
 }
 
 func (n *infoNode) Read(_ context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	data := fh.(*infoHandle).data
-	if off >= int64(len(data)) {
-		return fuse.ReadResultData(nil), 0
-	}
-	return fuse.ReadResultData(data[off:min(int64(len(data)), off+int64(len(dest)))]), 0
+	return fh.(*infoHandle).read(dest, off), 0
 }
 
-// infoHandle is one open of info.json: the bytes it was opened with.
+// infoHandle is one open of a generated file: the bytes it was opened with.
 type infoHandle struct{ data []byte }
+
+func (h *infoHandle) read(dest []byte, off int64) fuse.ReadResult {
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil)
+	}
+	return fuse.ReadResultData(h.data[off:min(int64(len(h.data)), off+int64(len(dest)))])
+}

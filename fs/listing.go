@@ -101,7 +101,7 @@ func (f *FS) listing(ctx context.Context, p string, list lister) (*listing, erro
 	// A stale listing beats an error: the API may be briefly down. Trust
 	// it a while longer, so that every lookup does not wait for another
 	// failing refresh.
-	f.logOnce("list:"+p+r.Err.Error(), "appliveryfs: refresh /%s: %v (serving the previous listing)", p, r.Err)
+	f.logOnce("list:"+p+r.Err.Error(), "refresh failed, serving the previous listing", "path", "/"+p, errAttrs(r.Err))
 	f.listMu.Lock()
 	if f.listings[p] == l {
 		retry := *l

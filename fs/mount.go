@@ -188,7 +188,6 @@ func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
 			// IgnoreSecurityLabels spares a GETXATTR per file for security.* labels.
 			IgnoreSecurityLabels: true,
 			Debug:                mo.Debug,
-			Logger:               fsys.cfg.Log,
 		},
 	}
 	srv, err := gofs.Mount(dir, fsys.Root(), opts)
@@ -203,10 +202,10 @@ func Mount(dir string, fsys *FS, mo MountOptions) (*fuse.Server, error) {
 	if ra <= 0 {
 		ra = 4096
 	}
-	if err := setReadAhead(dir, ra); err != nil && (root || mo.Debug) {
-		// Only root may raise it; for anyone else this is expected, and
+	if err := setReadAhead(dir, ra); err != nil {
+		// Only root may raise it: for anyone else this is expected, and
 		// prefetch does not depend on it (it only makes READs larger).
-		fsys.cfg.Log.Printf("appliveryfs: readahead stays at the kernel's 128 KiB: %v", err)
+		fsys.cfg.Log.Debug("readahead stays at the kernel's 128 KiB", "err", err.Error())
 	}
 	return srv, nil
 }

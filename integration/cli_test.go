@@ -115,8 +115,15 @@ func TestCLIList(t *testing.T) {
 	if code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 		t.Errorf("unreachable API: exit %d, stderr %q", code, errOut)
 	}
+	// --help of every command goes to stdout, and is not an error.
+	for _, c := range []string{"ls", "mount", "emulator", "demo", "version"} {
+		out, errOut, code := cli(t, "", c, "--help")
+		if code != 0 || !strings.Contains(out, "Usage: appliveryfs "+c) || errOut != "" {
+			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", c, code, out, errOut)
+		}
+	}
 	out, errOut, code = cli(t, "", "mount", "--help")
-	if code != 0 || !strings.Contains(out+errOut, "--cache-size") {
+	if code != 0 || !strings.Contains(out, "--cache-size") || !strings.Contains(out, "--log-file") {
 		t.Errorf("mount --help: exit %d", code)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,7 +116,7 @@ func mount(t *testing.T, emu *emulator.Server, mc mountConfig) *mounted {
 		t.Fatal(err)
 	}
 	fsys := fs.New(fs.Config{Client: client, Cache: c, Sizes: store, UID: mc.uid, GID: mc.gid, Orgs: mc.orgs,
-		DirTTL: mc.dirTTL, IOTimeout: mc.ioTimeout, Log: log.New(testWriter{t}, "", 0)})
+		DirTTL: mc.dirTTL, IOTimeout: mc.ioTimeout, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	srv, err := fs.Mount(dir, fsys, fs.MountOptions{})
 	if err != nil {
 		t.Fatalf("mount: %v", err)

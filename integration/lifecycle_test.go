@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -209,7 +210,7 @@ func TestDaemon(t *testing.T) {
 	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); cwd != "/" {
 		t.Errorf("background process works in %s, want /: it would keep that filesystem busy", cwd)
 	}
-	if b, _ := os.ReadFile(logFile); !strings.Contains(string(b), "mounted on "+mnt) {
+	if b, _ := os.ReadFile(logFile); !strings.Contains(string(b), "msg=mounted dir="+mnt) {
 		t.Errorf("--log-file lacks the mount line:\n%s", b)
 	}
 
@@ -408,14 +409,11 @@ func TestUnprivilegedMount(t *testing.T) {
 		t.Errorf("a readahead message without --debug, for a user who cannot raise it:\n%s", logb)
 	}
 	var fetched, prefetched int
-	for _, line := range strings.Split(string(logb), "\n") {
-		if i := strings.Index(line, "fetched "); i >= 0 {
-			fmt.Sscanf(line[i:], "fetched %d blocks", &fetched)
-		}
-		if i := strings.Index(line, "blocks prefetched"); i >= 0 {
-			f := strings.Fields(line[:i])
-			prefetched, _ = strconv.Atoi(f[len(f)-1])
-		}
+	if m := regexp.MustCompile(`fetched in (\d+) blocks`).FindStringSubmatch(string(logb)); m != nil {
+		fetched, _ = strconv.Atoi(m[1])
+	}
+	if m := regexp.MustCompile(`prefetch: +(\d+) blocks`).FindStringSubmatch(string(logb)); m != nil {
+		prefetched, _ = strconv.Atoi(m[1])
 	}
 	// 8 blocks of 4 MiB: all but the first should come ahead of the reader.
 	if fetched < 8 || prefetched < 5 {

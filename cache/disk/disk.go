@@ -115,6 +115,7 @@ func checkBlock(id blockID) error {
 // directory. Blocks are evicted least recently used first once their total
 // exceeds the configured cap. All methods are safe for concurrent use.
 type Cache struct {
+	dir         string
 	blocksDir   string
 	metaDir     string
 	maxBytes    int64
@@ -157,6 +158,7 @@ func Open(dir string, maxBytes int64) (*Cache, error) {
 		return nil, fmt.Errorf("open disk cache %s: negative size cap %d", dir, maxBytes)
 	}
 	c := &Cache{
+		dir:         dir,
 		blocksDir:   filepath.Join(dir, version, "blocks"),
 		metaDir:     filepath.Join(dir, version, "meta"),
 		maxBytes:    maxBytes,
@@ -364,7 +366,7 @@ func (c *Cache) maintain(keep blockID) {
 	c.evictMu.Lock()
 	defer c.evictMu.Unlock()
 	if c.rescanDue() {
-		c.rescan()
+		_ = c.rescan() // on error, eviction works from the index we have
 	}
 	for _, path := range c.pickVictims(keep) {
 		// A victim already removed by another process is fine.

@@ -22,9 +22,9 @@ func (c *Cache) rescanDue() bool {
 	return time.Since(time.Unix(0, c.lastScan.Load())) >= c.rescanEvery
 }
 
-// rescan brings the index in line with the block tree. c.evictMu must be
-// held.
-func (c *Cache) rescan() {
+// rescan brings the index in line with the block tree; on error the index
+// is left as it was. c.evictMu must be held.
+func (c *Cache) rescan() error {
 	c.mu.Lock()
 	before := c.seq
 	c.mu.Unlock()
@@ -32,9 +32,10 @@ func (c *Cache) rescan() {
 	found, err := scanBlocks(c.blocksDir, now)
 	c.lastScan.Store(now.UnixNano())
 	if err != nil {
-		return // keep the index we have; eviction still works from it
+		return err
 	}
 	c.merge(found, before)
+	return nil
 }
 
 // merge folds a scan into the index: blocks found are added or have their

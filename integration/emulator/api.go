@@ -281,6 +281,7 @@ func (s *Server) downloadToken(app *App, b *Build, q url.Values) (any, *apiError
 	}
 	token, expires := s.tokens.mint(b.ID, typ, time.Duration(s.tokenTTL.Load()))
 	s.stats.tokensMinted.Add(1)
+	s.secrets.add(token)
 	return tokenJSON{Token: token, ExpiresAt: isoTime(expires)}, nil
 }
 

@@ -66,6 +66,7 @@ type Server struct {
 	faults  Faults
 
 	tokens    tokenStore
+	secrets   secretLog
 	stats     stats
 	digests   digestCache
 	manifests manifestCache
@@ -326,6 +327,33 @@ func Sleep(ctx context.Context, d time.Duration, stop <-chan struct{}) bool {
 	case <-stop:
 	}
 	return false
+}
+
+// secretLog keeps the latest download tokens and URL signatures issued.
+type secretLog struct {
+	mu   sync.Mutex
+	list []string
+}
+
+// maxSecrets bounds what secretLog keeps: a benchmark mints thousands.
+const maxSecrets = 4096
+
+func (l *secretLog) add(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.list) == maxSecrets {
+		l.list = append(l.list[:0], l.list[maxSecrets/2:]...)
+	}
+	l.list = append(l.list, s)
+}
+
+// IssuedSecrets returns the download tokens and storage URL signatures
+// issued so far (the latest few thousand), for tests that check that a
+// client never shows them.
+func (s *Server) IssuedSecrets() []string {
+	s.secrets.mu.Lock()
+	defer s.secrets.mu.Unlock()
+	return append([]string(nil), s.secrets.list...)
 }
 
 // Counters count what clients did since Start or ResetCounters. An API

@@ -19,7 +19,9 @@ import (
 func (s *Server) signedURL(buildID, typ, name string) string {
 	p := objectPath(buildID, typ, name)
 	exp := strconv.FormatInt(ceilUnix(time.Now().Add(time.Duration(s.urlTTL.Load()))), 10)
-	q := url.Values{"expires": {exp}, "sig": {s.sign(p, exp)}}
+	sig := s.sign(p, exp)
+	s.secrets.add(sig)
+	q := url.Values{"expires": {exp}, "sig": {sig}}
 	return s.storageURL + (&url.URL{Path: p}).EscapedPath() + "?" + q.Encode()
 }
 
