@@ -150,9 +150,11 @@ func TestMetricsStatusAndSignal(t *testing.T) {
 		t.Errorf("read latency histogram: count %v, +Inf bucket %v", m["appliveryfs_read_duration_seconds_count"],
 			m[`appliveryfs_read_duration_seconds_bucket{le="+Inf"}`])
 	}
-	if m["appliveryfs_prefetched_blocks_total"] < 1 || m["appliveryfs_disk_cache_bytes"] <= 0 || m["go_goroutines"] <= 0 {
-		t.Errorf("prefetched %v, disk cache bytes %v, goroutines %v", m["appliveryfs_prefetched_blocks_total"],
-			m["appliveryfs_disk_cache_bytes"], m["go_goroutines"])
+	// Whether this copy prefetched depends on the order the kernel's
+	// parallel readahead READs arrive in; the figure must be there.
+	if _, ok := m["appliveryfs_prefetched_blocks_total"]; !ok || m["appliveryfs_disk_cache_bytes"] != size || m["go_goroutines"] <= 0 {
+		t.Errorf("prefetched %v (present %v), disk cache bytes %v (want %v), goroutines %v", m["appliveryfs_prefetched_blocks_total"],
+			ok, m["appliveryfs_disk_cache_bytes"], size, m["go_goroutines"])
 	}
 
 	// The status file: not listed, the same figures, the open files.
