@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -21,11 +23,12 @@ type connFlags struct {
 	tokenFile   string
 	apiURL      string
 	downloadURL string
+	stderr      io.Writer // for warnings
 }
 
 // newConnFlags registers the connection flags on fl.
-func newConnFlags(fl *pflag.FlagSet) *connFlags {
-	c := new(connFlags)
+func newConnFlags(fl *pflag.FlagSet, stderr io.Writer) *connFlags {
+	c := &connFlags{stderr: stderr}
 	fl.StringVar(&c.tokenFile, "token-file", "", "read the Service Account token from `FILE` (default: $APPLIVERY_TOKEN)")
 	fl.StringVar(&c.apiURL, "api-url", envOr("APPLIVERY_API_URL", api.DefaultAPIURL), "Applivery API base `URL` ($APPLIVERY_API_URL)")
 	fl.StringVar(&c.downloadURL, "download-url", envOr("APPLIVERY_DOWNLOAD_URL", api.DefaultDownloadURL),
@@ -53,6 +56,10 @@ func (c *connFlags) clientLogging(logger *slog.Logger) (*api.Client, error) {
 		b, err := os.ReadFile(c.tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("read token file: %w", err)
+		}
+		if st, err := os.Stat(c.tokenFile); err == nil && st.Mode().Perm()&0o077 != 0 && c.stderr != nil {
+			fmt.Fprintf(c.stderr, "appliveryfs: warning: token file %s is readable by group or others (mode %04o): chmod 600 %s\n",
+				c.tokenFile, st.Mode().Perm(), c.tokenFile)
 		}
 		token = strings.TrimSpace(string(b))
 		if token == "" {
@@ -159,7 +166,7 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 	fl.DurationVar(&m.ioTimeout, "io-timeout", 60*time.Second, "a read that cannot complete in this time fails with EIO")
 	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users read the mount")
 	fl.IntVar(&m.readAheadKB, "read-ahead-kb", 4096, "kernel readahead of the mount")
-	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader")
+	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader, at most half of --cache-size; 0 turns prefetch off")
 	fl.IntVar(&m.maxBG, "max-background", 64, "kernel readahead READs in flight (tuning)")
 	fl.BoolVar(&m.kernelCache, "kernel-cache", true, "keep file pages cached in the kernel across opens (tuning: builds never change)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
@@ -193,18 +200,59 @@ func defaultCacheDir() string {
 	return filepath.Join(os.TempDir(), "appliveryfs-cache")
 }
 
+// cacheConfig turns the flags into the configuration the cache runs
+// with: the one place where they are checked and capped, so that every
+// figure derived from them (the Go memory limit, the log) is the one in
+// force rather than the raw flag.
+func (m *mountFlags) cacheConfig() (cache.Config, error) {
+	bs, mem := int64(m.blockSize), int64(m.cacheSize)
+	switch {
+	case bs < 64<<10 || bs > 64<<20:
+		return cache.Config{}, usageErr("--block-size %s: want 64K to 64M", &m.blockSize)
+	case mem < 4*bs:
+		min := byteSize(4 * bs)
+		return cache.Config{}, usageErr("--cache-size %s: it must hold at least 4 blocks of --block-size %s (%s or more)",
+			&m.cacheSize, &m.blockSize, &min)
+	case m.prefetch < 0:
+		return cache.Config{}, usageErr("--prefetch-blocks %d: want 0 (off) or more", m.prefetch)
+	case m.ioTimeout <= 0:
+		return cache.Config{}, usageErr("--io-timeout %s: want a positive duration", m.ioTimeout)
+	case m.dirTTL <= 0:
+		return cache.Config{}, usageErr("--dir-ttl %s: want a positive duration", m.dirTTL)
+	}
+	// Prefetch may hold at most half the budget, so that demand reads
+	// and other files' blocks always have room.
+	ahead := min(m.prefetch, int(mem/bs)/2)
+	return cache.Config{BlockSize: bs, MemoryBytes: mem, IOTimeout: m.ioTimeout, MaxAhead: ahead}, nil
+}
+
+// memoryLimit is the Go runtime's soft memory limit for a cache of cfg:
+// evicted blocks are garbage, and the limit makes the runtime collect them
+// before the process outgrows its budget.
+func memoryLimit(cfg cache.Config) int64 { return cfg.MemoryBytes + 48<<20 }
+
 // openCaches opens the disk cache and the memory cache in front of it, as
 // the flags size them; close the memory cache first.
 func (m *mountFlags) openCaches(logger *slog.Logger) (*disk.Cache, *cache.Cache, error) {
+	cfg, err := m.cacheConfig()
+	if err != nil {
+		return nil, nil, err
+	}
 	store, err := disk.Open(m.cacheDir, int64(m.diskSize))
 	if err != nil {
 		return nil, nil, fmt.Errorf("open cache dir: %w", err)
 	}
-	c, err := cache.New(cache.Config{BlockSize: int64(m.blockSize), MemoryBytes: int64(m.cacheSize),
-		Store: store, IOTimeout: m.ioTimeout, MaxAhead: m.prefetch, Logger: logger})
+	cfg.Store, cfg.Logger = store, logger
+	c, err := cache.New(cfg)
 	if err != nil {
 		store.Close()
-		return nil, nil, usageErr("%v", err)
+		return nil, nil, fmt.Errorf("memory cache: %w", err)
+	}
+	debug.SetMemoryLimit(memoryLimit(cfg))
+	if logger != nil {
+		logger.Info("cache", "block_size", cfg.BlockSize, "memory_bytes", cfg.MemoryBytes, "prefetch_blocks", cfg.MaxAhead,
+			"io_timeout", cfg.IOTimeout.String(), "disk_cache_dir", m.cacheDir, "disk_cache_bytes", int64(m.diskSize),
+			"go_memory_limit", memoryLimit(cfg))
 	}
 	return store, c, nil
 }

@@ -55,7 +55,7 @@ Exit status:
 `
 
 func runGet(fl *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
-	conn := newConnFlags(fl)
+	conn := newConnFlags(fl, stderr)
 	output := fl.StringP("output", "o", ".", "write to `FILE`, into an existing DIR under the mount's name, or to stdout (-)")
 	quiet := fl.BoolP("quiet", "q", false, "show no progress bar")
 	mf := engineFlags(fl)

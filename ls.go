@@ -21,7 +21,7 @@ import (
 )
 
 func runLs(fl *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
-	conn := newConnFlags(fl)
+	conn := newConnFlags(fl, stderr)
 	asJSON := fl.Bool("json", false, "print JSON instead of a table")
 	timeout := fl.Duration("timeout", 60*time.Second, "give up after this long")
 	if err := parse(fl, args); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/appliveryfs/appliveryfs/api"
+	"github.com/appliveryfs/appliveryfs/cache"
 	"github.com/appliveryfs/appliveryfs/cache/disk"
 	"github.com/spf13/pflag"
 )
@@ -120,7 +122,7 @@ func TestConnectionFromEnvironment(t *testing.T) {
 	t.Setenv("APPLIVERY_API_URL", "http://127.0.0.1:1/api")
 	t.Setenv("APPLIVERY_DOWNLOAD_URL", "")
 	fl := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	c := newConnFlags(fl)
+	c := newConnFlags(fl, io.Discard)
 	if c.apiURL != "http://127.0.0.1:1/api" || c.downloadURL != api.DefaultDownloadURL {
 		t.Errorf("api %q download %q: want the environment's API URL and the default download URL", c.apiURL, c.downloadURL)
 	}
@@ -312,5 +314,36 @@ func TestGetDestination(t *testing.T) {
 	}
 	if _, err := destination(dir+"/missing/", art); err == nil {
 		t.Error("destination of a missing directory accepted")
+	}
+}
+
+func TestCacheConfig(t *testing.T) {
+	parse := func(args ...string) (cache.Config, error) {
+		fl := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+		mf := newMountFlags(fl)
+		if err := fl.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return mf.cacheConfig()
+	}
+	cfg, err := parse()
+	if err != nil || cfg.MemoryBytes != 256<<20 || cfg.BlockSize != 4<<20 || cfg.MaxAhead != 16 {
+		t.Errorf("defaults: %+v %v", cfg, err)
+	}
+	if memoryLimit(cfg) != 256<<20+48<<20 {
+		t.Errorf("memory limit %d from the effective cache size", memoryLimit(cfg))
+	}
+	if cfg, err := parse("--prefetch-blocks", "0"); err != nil || cfg.MaxAhead != 0 {
+		t.Errorf("--prefetch-blocks 0: %+v %v, want prefetch off", cfg, err)
+	}
+	if cfg, err := parse("--cache-size", "64M", "--prefetch-blocks", "100"); err != nil || cfg.MaxAhead != 8 {
+		t.Errorf("a window of 100 in 16 slots: %d, %v; want half the budget, 8", cfg.MaxAhead, err)
+	}
+	for _, bad := range [][]string{{"--cache-size", "0"}, {"--cache-size", "8M"}, {"--block-size", "4K"},
+		{"--prefetch-blocks", "-1"}, {"--io-timeout", "0s"}, {"--dir-ttl", "0s"}} {
+		_, err := parse(bad...)
+		if ee, ok := err.(*exitError); !ok || ee.code != 2 || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: %v, want a usage error naming the flag", bad, err)
+		}
 	}
 }

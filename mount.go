@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 )
 
 func runMount(fl *pflag.FlagSet, args []string, _, stderr io.Writer) error {
-	conn, mf := newConnFlags(fl), newMountFlags(fl)
+	conn, mf := newConnFlags(fl, stderr), newMountFlags(fl)
 	mf.registerBackground(fl)
 	if err := parse(fl, args); err != nil {
 		return err
@@ -29,6 +28,9 @@ func runMount(fl *pflag.FlagSet, args []string, _, stderr io.Writer) error {
 	}
 	if mf.uid < 0 || mf.gid < 0 {
 		return usageErr("--uid and --gid must not be negative")
+	}
+	if _, err := mf.cacheConfig(); err != nil {
+		return err
 	}
 	dir, err := filepath.Abs(fl.Arg(0))
 	if err != nil {
@@ -120,9 +122,6 @@ func serve(client *api.Client, dir string, mf *mountFlags, logger *slog.Logger, 
 	}
 	defer store.Close()
 	defer c.Close() // first: it waits for writes to the store
-	// Evicted blocks are garbage; a soft limit makes the runtime collect
-	// them before the process outgrows the budget it was given.
-	debug.SetMemoryLimit(int64(mf.cacheSize) + 48<<20)
 	o := &observed{dir: dir, started: time.Now(), blockSize: int64(mf.blockSize), client: client, cache: c, store: store}
 
 	fsys := fs.New(fs.Config{Client: client, Cache: c, Sizes: store, Orgs: mf.orgs,

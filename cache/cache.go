@@ -51,7 +51,7 @@ type Config struct {
 	MemoryBytes int64         // budget for cached, in-flight and queued-for-disk blocks; default 256 MiB
 	Store       Store         // persistent cache; nil for none
 	IOTimeout   time.Duration // bound on fetching one block; default 60 s
-	MaxAhead    int           // prefetch window cap, in blocks; default 16
+	MaxAhead    int           // prefetch window cap, in blocks; 0 turns prefetch off; at most half the budget
 	MaxFetches  int           // storage requests in flight for prefetch, all files; default 32
 	Logger      *slog.Logger  // prefetch window changes at debug level; nil for none
 }
@@ -118,8 +118,8 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.IOTimeout <= 0 {
 		cfg.IOTimeout = 60 * time.Second
 	}
-	if cfg.MaxAhead <= 0 {
-		cfg.MaxAhead = 16
+	if cfg.MaxAhead < 0 {
+		return nil, fmt.Errorf("prefetch window %d: must not be negative", cfg.MaxAhead)
 	}
 	if cfg.MaxFetches <= 0 {
 		cfg.MaxFetches = 32

@@ -89,6 +89,9 @@ func newTestCache(t *testing.T, cfg Config) *Cache {
 	if cfg.BlockSize == 0 {
 		cfg.BlockSize = testBlock
 	}
+	if cfg.MaxAhead == 0 {
+		cfg.MaxAhead = 16
+	}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +333,7 @@ func TestDiskBackedRemount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Store: d})
+		c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Store: d, MaxAhead: 16})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -405,7 +408,7 @@ func TestUnverifiedNetworkBlocksOfATrustedFile(t *testing.T) {
 	}
 	// Nothing is on disk, so every block comes from storage, whose bytes
 	// no longer match: the earlier verdict must not cover them.
-	c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Store: d})
+	c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock, Store: d, MaxAhead: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,5 +423,50 @@ func TestUnverifiedNetworkBlocksOfATrustedFile(t *testing.T) {
 	}
 	if !errors.Is(last, ErrChecksum) {
 		t.Errorf("a trusted file read from storage with other bytes: %v, want ErrChecksum", last)
+	}
+}
+
+// TestVerdictOutlivesTheReadDeadline is the reported failure: a file
+// larger than the memory budget, read backwards with a short deadline per
+// read. The read that completes the checksum must wait for the verdict
+// however long the refetches of evicted blocks take, and get it: correct
+// bytes never fail on a deadline of ours.
+func TestVerdictOutlivesTheReadDeadline(t *testing.T) {
+	src := newMemSource(32*testBlock, 11)
+	src.delay = 40 * time.Millisecond
+	c := newTestCache(t, Config{MemoryBytes: 8 * testBlock, IOTimeout: 300 * time.Millisecond})
+	f := c.File(FileKey{Build: "fefefefefefefefefefefefe", Type: "file"}, int64(len(src.data)), sum(src.data), src)
+	r := f.NewReader()
+	defer r.Close()
+	buf := make([]byte, testBlock)
+	for idx := int64(31); idx >= 0; idx-- {
+		n, err := r.ReadAt(context.Background(), buf, idx*testBlock)
+		if err != nil || !bytes.Equal(buf[:n], src.data[idx*testBlock:][:n]) {
+			t.Fatalf("read of block %d: %d bytes, %v", idx, n, err)
+		}
+	}
+	if st := c.Stats(); st.Verified != 1 {
+		t.Errorf("verified %d files, want 1", st.Verified)
+	}
+	t.Logf("%d fetches for 32 blocks", src.requests())
+}
+
+func TestPrefetchOff(t *testing.T) {
+	src := newMemSource(16*testBlock, 12)
+	c, err := New(Config{BlockSize: testBlock, MemoryBytes: 64 * testBlock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := c.File(FileKey{Build: "abcabcabcabcabcabcabcabc", Type: "file"}, int64(len(src.data)), "", src).NewReader()
+	defer r.Close()
+	if got := readFull(t, r, len(src.data), 64<<10); !bytes.Equal(got, src.data) {
+		t.Fatal("wrong bytes")
+	}
+	if st := c.Stats(); st.Prefetches != 0 || st.Fetches != 16 {
+		t.Errorf("MaxAhead 0: %d prefetches, %d fetches; want none ahead, one per block", st.Prefetches, st.Fetches)
+	}
+	if _, err := New(Config{MaxAhead: -1}); err == nil {
+		t.Error("a negative window was accepted")
 	}
 }

@@ -27,7 +27,7 @@ func (c *Cache) File(key FileKey, size int64, checksum string, src Source) *File
 	sum := normalChecksum(checksum)
 	if h := newDigest(sum); h != nil {
 		f.check = &verifier{key: key, checksum: sum, size: size, nblocks: f.nblocks, hash: h,
-			blocks: f, base: c.base, ioTimeout: c.cfg.IOTimeout, verdict: f.verdict}
+			blocks: f, base: c.base, ioTimeout: c.cfg.IOTimeout, ahead: max(2, c.mem.slots/4), verdict: f.verdict}
 		if c.store != nil {
 			f.check.marks = c.store
 		}

@@ -20,7 +20,8 @@ type Reader struct {
 	closed    bool
 }
 
-// ReadAt reads into p at off, waiting only for the bytes it returns.
+// ReadAt reads into p at off, waiting only for the bytes it returns, for
+// at most the cache's IOTimeout. ctx ends it early: an interrupted reader.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f := r.f
 	if off >= f.size {
@@ -33,12 +34,17 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	epoch := f.epoch()
-	r.prefetch(ctx, off, len(p))
+	// The bytes get --io-timeout; the checksum's verdict below does not:
+	// its own fetches have deadlines of their own, and while it makes
+	// progress, giving up on it would turn correct bytes into an error.
+	bctx, cancel := context.WithTimeout(ctx, f.c.cfg.IOTimeout)
+	defer cancel()
+	r.prefetch(bctx, off, len(p))
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
 		idx := pos / f.blockSize
-		m, err := r.readBlock(ctx, idx, p[n:], int(pos-idx*f.blockSize))
+		m, err := r.readBlock(bctx, idx, p[n:], int(pos-idx*f.blockSize))
 		n += m
 		if err != nil {
 			return n, err
@@ -88,7 +94,7 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	bs := f.blockSize
 	r.mu.Lock()
 	r.pruneLocked()
-	if r.closed {
+	if r.closed || f.c.cfg.MaxAhead == 0 {
 		r.mu.Unlock()
 		return
 	}

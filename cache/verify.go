@@ -71,6 +71,7 @@ type verifier struct {
 	marks     marks // nil without a disk cache
 	base      context.Context
 	ioTimeout time.Duration
+	ahead     int // blocks the digest may hold at once
 	// verdict reports each verdict: counted, and a mismatch drops the
 	// file's blocks.
 	verdict func(ok bool)
@@ -250,9 +251,9 @@ func (v *verifier) blockCached() {
 
 // await waits for the verdict, starting the digest's completion if none is
 // under way. The completion runs on its own, on the cache's deadlines
-// rather than the reader's, so a reader giving up does not fail the check
-// for the others. A reader's own deadline still applies to its wait: a
-// completion that must refetch many evicted blocks can outlast it.
+// rather than the reader's, so a reader giving up (ctx ends: an
+// interrupt) does not fail the check for the others; it has no deadline
+// of its own, since every fetch of the completion has one.
 func (v *verifier) await(ctx context.Context) error {
 	v.mu.Lock()
 	switch v.state {
@@ -316,7 +317,11 @@ func (v *verifier) digest() (string, error) {
 			v.blockCached() // a fill finished while we held the digest
 		}
 	}()
-	const ahead = 4
+	// The refetches of blocks evicted before they were hashed go in
+	// parallel, within a share of the memory of their own, so that a file
+	// larger than the budget is checked in the time of a read of it, not
+	// of a block after block walk, and readers keep most of the budget.
+	ahead := int64(v.ahead)
 	held := map[int64]*block{}
 	defer func() {
 		for _, b := range held {

@@ -80,8 +80,10 @@ func (d *listedDir) child(e *entry) (gofs.InodeEmbedder, time.Duration) {
 		return &listedDir{fsys: f, path: p, mtime: e.mtime, app: e,
 			list: func(ctx context.Context) (*listing, error) { return f.listApp(ctx, e.org, e.app) }}, f.cfg.DirTTL
 	case kindBuild:
+		// A build's files never change, but the build can be deleted: its
+		// name is checked against the listing like any other.
 		return &buildDir{fsys: f, path: p, buildRef: buildRef{e.org, e.app, e.build}, appPath: d.path, appList: d.list},
-			immutableTTL
+			f.cfg.DirTTL
 	case kindNames:
 		return &namesDir{fsys: f, path: p, mtime: e.mtime, key: e.names, appPath: d.path, appList: d.list}, f.cfg.DirTTL
 	}

@@ -177,9 +177,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	f := h.node.fsys
 	start := time.Now()
 	defer func() { f.stats.observeRead(time.Since(start)) }()
-	rctx, cancel := context.WithTimeout(ctx, f.cfg.IOTimeout)
-	defer cancel()
-	n, err := h.r.ReadAt(rctx, dest, off)
+	n, err := h.r.ReadAt(ctx, dest, off) // bounded by --io-timeout inside
 	if err != nil && err != io.EOF {
 		e := errno(ctx, err)
 		switch {

@@ -96,6 +96,11 @@ func mount(t *testing.T, emu *emulator.Server, mc mountConfig) *mounted {
 	if mc.ioTimeout == 0 {
 		mc.ioTimeout = 20 * time.Second
 	}
+	if mc.prefetch == 0 {
+		mc.prefetch = 16 // the mount's default; -1 turns it off
+	} else if mc.prefetch < 0 {
+		mc.prefetch = 0
+	}
 	if mc.dirTTL == 0 {
 		mc.dirTTL = time.Minute
 	}

@@ -251,7 +251,7 @@ func (b *bench) reportLevers(w io.Writer) {
 	fmt.Fprintln(w)
 	writeColumns(w, []string{"lever", "figure", "default -> MiB/s", "alternative -> MiB/s", "ratio", "verdict"}, b.leverRows())
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "note: --prefetch-blocks 1 keeps one block ahead (0 or less would mean the default)")
+	fmt.Fprintln(w, "note: --prefetch-blocks 1 keeps one block ahead (0 turns prefetch off)")
 	fmt.Fprintf(w, "note: prefetch holds at most half of --cache-size %s, so with --block-size 16M it runs at most %d blocks ahead\n",
 		humanBytes(cacheSize), cacheSize/(16<<20)/2)
 	fmt.Fprintf(w, "note: a verdict keeps the default unless the alternative is more than %.0f%% faster\n", 100*leverNoise)

@@ -3,6 +3,7 @@ package emulator
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,19 @@ func (d *Dataset) EditBuild(id, versionName string, tags []string, changelog str
 	}
 	b.VersionName, b.Tags, b.Changelog = versionName, append([]string(nil), tags...), changelog
 	b.EditedAt = time.Now().UTC()
+	return nil
+}
+
+// RemoveBuild deletes a build, as a user deleting it on Applivery does. It
+// is safe to call while a server uses the dataset.
+func (d *Dataset) RemoveBuild(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, app, b := d.locate(id)
+	if b == nil {
+		return fmt.Errorf("emulator: RemoveBuild: no build %s", id)
+	}
+	app.Builds = slices.DeleteFunc(app.Builds, func(x *Build) bool { return x == b })
 	return nil
 }
 
