@@ -243,6 +243,9 @@ func (m *mountFlags) openCaches(logger *slog.Logger) (*disk.Cache, *cache.Cache,
 		return nil, nil, fmt.Errorf("open cache dir: %w", err)
 	}
 	cfg.Store, cfg.Logger = store, logger
+	if logger != nil {
+		store.SetLogger(logger)
+	}
 	c, err := cache.New(cfg)
 	if err != nil {
 		store.Close()

@@ -73,6 +73,35 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// startLogged runs `appliveryfs mount --log-format json ARGS MNT` in the
+// foreground and waits for its "mounted" record; the log is read while it
+// runs.
+func startLogged(t *testing.T, emu *emulator.Server, mnt string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	logs := newSyncBuffer()
+	cmd := exec.Command(binPath, append(append([]string{"mount", "--log-format", "json"}, args...), append(hostArgs(emu), mnt)...)...)
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token())
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Stopped as a user would, so that it unmounts; killed if it hangs.
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	waitRecord(t, logs, "mounted")
+	return cmd, logs
+}
+
 // scrape fetches the metrics and returns each sample line's value by its
 // name and labels, as the exposition format writes them.
 func scrape(t *testing.T, url string) map[string]float64 {
@@ -104,16 +133,7 @@ func scrape(t *testing.T, url string) map[string]float64 {
 func TestMetricsStatusAndSignal(t *testing.T) {
 	emu := startEmulator(t, nil)
 	mnt := mountpoint(t)
-	logs := newSyncBuffer()
-	cmd := exec.Command(binPath, append([]string{"mount", "--log-format", "json", "--metrics-addr", "127.0.0.1:0",
-		"--cache-dir", t.TempDir(), "--block-size", "256K"}, append(hostArgs(emu), mnt)...)...)
-	cmd.Env = append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token())
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitRecord(t, logs, "mounted")
+	cmd, logs := startLogged(t, emu, mnt, "--metrics-addr", "127.0.0.1:0", "--cache-dir", t.TempDir(), "--block-size", "256K")
 	url, _ := waitRecord(t, logs, "serving metrics")["addr"].(string)
 
 	var ef expectedFile
@@ -217,16 +237,8 @@ func TestDebugLogKeepsSecrets(t *testing.T) {
 	emu.SetBandwidth(2 << 20)
 	emu.SetFaults(emulator.Faults{StorageStatus: 503, StorageCount: 2, CutAfter: 100 << 10, CutCount: 2})
 	mnt := mountpoint(t)
-	logs := newSyncBuffer()
-	cmd := exec.Command(binPath, append([]string{"mount", "--log-level", "debug", "--log-format", "json",
-		"--cache-dir", t.TempDir(), "--block-size", "256K", "--prefetch-blocks", "4"}, append(hostArgs(emu), mnt)...)...)
-	cmd.Env = append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token())
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitRecord(t, logs, "mounted")
+	cmd, logs := startLogged(t, emu, mnt, "--log-level", "debug", "--cache-dir", t.TempDir(), "--block-size", "256K",
+		"--prefetch-blocks", "4")
 	want, _ := emu.Object(b.ID, "file")
 	if got := sha256sumOf(t, filepath.Join(mnt, "acme", "field-ios", b.ID, "file.ipa")); got != sha256Hex(want) {
 		t.Fatal("wrong bytes across expiries and faults")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,4 +104,146 @@ func TestTokenFileModeWarning(t *testing.T) {
 	if _, errOut, _ := cli(t, "", args...); errOut != "" {
 		t.Errorf("a 0600 token file warns: %q", errOut)
 	}
+}
+
+// records counts the log records whose msg starts with prefix.
+func records(t *testing.T, logs *syncBuffer, prefix string) int {
+	n := 0
+	for _, rec := range logRecords(t, logs.String()) {
+		if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// copyAll copies every build file of the emulator out of the mount twice,
+// the second time after dropping the kernel's pages, and checks the bytes.
+func copyAll(t *testing.T, emu *emulator.Server, mnt string) {
+	t.Helper()
+	for pass := 0; pass < 2; pass++ {
+		for _, e := range expectedFiles(emu) {
+			if got := sha256sumOf(t, e.path(mnt)); got != sha256Hex(e.data) {
+				t.Errorf("%s: wrong bytes", e.path(mnt))
+			}
+		}
+		os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
+	}
+}
+
+// TestDiskCacheFaults: a disk cache that is full, read-only or removed
+// while mounted, or holds damaged blocks, costs network reads and one log
+// line per cause; the bytes stay right and the mount stays up.
+func TestDiskCacheFaults(t *testing.T) {
+	data, _ := bigIPAData(t, 6<<20, 20)
+	emu := startEmulator(t, data)
+	small := func(t *testing.T, opts string) string {
+		dir := t.TempDir()
+		run(t, "mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir)
+		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+		return dir
+	}
+	flags := []string{"--block-size", "256K", "--cache-size", "4M", "--kernel-cache=false"}
+
+	t.Run("full", func(t *testing.T) {
+		dir := small(t, "size=1m")
+		mnt := mountpoint(t)
+		_, logs := startLogged(t, emu, mnt, append(flags, "--cache-dir", dir)...)
+		copyAll(t, emu, mnt)
+		if n := records(t, logs, "disk cache: write failed: no space left on device"); n != 1 {
+			t.Errorf("%d records for a full disk, want 1:\n%s", n, logs)
+		}
+	})
+	t.Run("read-only", func(t *testing.T) {
+		dir := small(t, "size=64m")
+		if err := os.MkdirAll(filepath.Join(dir, "v1", "blocks"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(dir, "v1", "meta"), 0o700)
+		run(t, "mount", "-o", "remount,ro", dir)
+		mnt := mountpoint(t)
+		_, logs := startLogged(t, emu, mnt, append(flags, "--cache-dir", dir)...)
+		copyAll(t, emu, mnt)
+		if n := records(t, logs, "disk cache: write failed: read-only file system"); n != 1 {
+			t.Errorf("%d records for a read-only disk, want 1:\n%s", n, logs)
+		}
+	})
+	t.Run("removed", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "cache")
+		mnt := mountpoint(t)
+		_, logs := startLogged(t, emu, mnt, append(flags, "--cache-dir", dir)...)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		copyAll(t, emu, mnt)
+		if strings.Contains(logs.String(), `"level":"ERROR"`) {
+			t.Errorf("errors logged:\n%s", logs)
+		}
+	})
+	t.Run("damaged", func(t *testing.T) {
+		dir := t.TempDir()
+		mnt := mountpoint(t)
+		cmd, _ := startLogged(t, emu, mnt, append(flags, "--cache-dir", dir)...)
+		copyAll(t, emu, mnt)
+		cmd.Process.Signal(syscall.SIGTERM)
+		waitExit(t, cmd, 10*time.Second)
+		var blocks []string
+		filepath.WalkDir(filepath.Join(dir, "v1", "blocks"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				blocks = append(blocks, p)
+			}
+			return nil
+		})
+		if len(blocks) < 4 {
+			t.Fatalf("%d blocks on disk after a copy of everything", len(blocks))
+		}
+		for i, p := range blocks {
+			b, _ := os.ReadFile(p)
+			if i%2 == 0 {
+				b[len(b)/2] ^= 0x40 // a flipped byte
+			} else {
+				b = b[:len(b)/3] // torn
+			}
+			os.WriteFile(p, b, 0o600)
+		}
+		emu.ResetCounters()
+		_, logs := startLogged(t, emu, mnt, append(flags, "--cache-dir", dir)...)
+		copyAll(t, emu, mnt)
+		if n := records(t, logs, "disk cache: a damaged block was removed"); n != 1 {
+			t.Errorf("%d records for %d damaged blocks, want 1:\n%s", n, len(blocks), logs)
+		}
+		if emu.Counters().StorageBytes == 0 {
+			t.Error("no block came from the network: the damaged ones were served")
+		}
+	})
+	t.Run("two mounts and a prune", func(t *testing.T) {
+		dir := t.TempDir()
+		a, b := mountpoint(t), mountpoint(t)
+		startLogged(t, emu, a, append(flags, "--cache-dir", dir)...)
+		startLogged(t, emu, b, append(flags, "--cache-dir", dir)...)
+		stop := make(chan struct{})
+		pruned := make(chan int)
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					pruned <- n
+					return
+				default:
+				}
+				if _, err := runErr(binPath, "cache", "prune", "--max-size", "512K", "--cache-dir", dir); err == nil {
+					n++
+				}
+			}
+		}()
+		done := make(chan struct{})
+		go func() { copyAll(t, emu, a); close(done) }()
+		copyAll(t, emu, b)
+		<-done
+		close(stop)
+		if n := <-pruned; n == 0 {
+			t.Error("no prune ran during the copies")
+		}
+	})
 }

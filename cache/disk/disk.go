@@ -134,6 +134,8 @@ type Cache struct {
 	usage int64     // sum of index sizes
 	seq   uint64    // bumped on every index insertion or rewrite
 	sizes map[Key]int64
+
+	trouble troubles
 }
 
 // entry is what a Cache knows about one stored block.
@@ -231,13 +233,17 @@ func (c *Cache) ReadBlock(key Key, blockSize, idx int64, dst []byte) bool {
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			c.forget(id) // evicted by another process
+		} else {
+			c.note(causeOf("read", err), "err", err.Error())
 		}
 		return false
 	}
 	defer f.Close()
 	// The payload straight into dst, then its trailer.
 	if _, err := io.ReadFull(f, dst); err != nil || !trailerOK(f, dst) {
-		c.reject(f, path, id)
+		if c.reject(f, path, id) {
+			c.note("a damaged block was removed", "block", path)
+		}
 		return false
 	}
 	c.noteHit(id, path, int64(len(dst)))
@@ -247,15 +253,16 @@ func (c *Cache) ReadBlock(key Key, blockSize, idx int64, dst []byte) bool {
 // reject handles a block file that did not hold the verified bytes asked
 // for. A file that is intact but of another length is kept, since the caller
 // asked the wrong question; anything else is torn or corrupt and is removed.
-func (c *Cache) reject(f *os.File, path string, id blockID) {
+// It reports whether the file was damaged.
+func (c *Cache) reject(f *os.File, path string, id blockID) bool {
 	st, err := f.Stat()
 	if err != nil {
-		return
+		return false
 	}
 	if n := st.Size() - trailerLen; n >= 0 && n <= id.blockSize {
 		buf := make([]byte, st.Size())
 		if _, err := f.ReadAt(buf, 0); err == nil && intact(buf, int(n)) {
-			return
+			return false
 		}
 	}
 	// Remove only the file we judged: another process may have just renamed
@@ -264,6 +271,7 @@ func (c *Cache) reject(f *os.File, path string, id blockID) {
 		_ = os.Remove(path)
 	}
 	c.forget(id)
+	return true
 }
 
 // noteHit records a use of a block, adding it to the index if another
@@ -330,6 +338,7 @@ func (c *Cache) WriteBlock(key Key, blockSize, idx int64, data []byte) error {
 	}
 	path := c.blockPath(id)
 	if err := writeFile(path, data); err != nil {
+		c.note(causeOf("write", err), "err", err.Error())
 		return fmt.Errorf("write block %d of %s: %w", idx, key, err)
 	}
 
