@@ -167,7 +167,7 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users read the mount")
 	fl.IntVar(&m.readAheadKB, "read-ahead-kb", 4096, "kernel readahead of the mount")
 	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader, at most half of --cache-size; 0 turns prefetch off")
-	fl.IntVar(&m.maxBG, "max-background", 64, "kernel readahead READs in flight (tuning)")
+	fl.IntVar(&m.maxBG, "max-background", 0, "kernel readahead READs in flight; 0: as many 1 MiB READs as a quarter of --cache-size, 12 to 64 (tuning)")
 	fl.BoolVar(&m.kernelCache, "kernel-cache", true, "keep file pages cached in the kernel across opens (tuning: builds never change)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.allowNonEmpty, "allow-non-empty", false, "mount over a directory that has files, hiding them while mounted")
@@ -224,6 +224,18 @@ func (m *mountFlags) cacheConfig() (cache.Config, error) {
 	// and other files' blocks always have room.
 	ahead := min(m.prefetch, int(mem/bs)/2)
 	return cache.Config{BlockSize: bs, MemoryBytes: mem, IOTimeout: m.ioTimeout, MaxAhead: ahead}, nil
+}
+
+// maxBackground is the kernel's cap on readahead READs in flight. Each
+// holds a 1 MiB buffer while it waits for its block, memory the cache's
+// budget does not see: a quarter of the budget keeps a mount within
+// --cache-size + 64 MiB under many readers, and 64 is where more stops
+// helping (README, levers).
+func (m *mountFlags) maxBackground() int {
+	if m.maxBG > 0 {
+		return m.maxBG
+	}
+	return min(64, max(12, int(int64(m.cacheSize)/4/(1<<20))))
 }
 
 // memoryLimit is the Go runtime's soft memory limit for a cache of cfg:

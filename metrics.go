@@ -25,6 +25,7 @@ var (
 	mMisses    = metric("cache_misses_total", "Block reads a cache tier did not have.", "tier")
 	mPrefetch  = metric("prefetched_blocks_total", "Blocks fetched ahead of a sequential reader.")
 	mWasted    = metric("prefetch_wasted_blocks_total", "Prefetched blocks evicted before any reader read them.")
+	mRefetched = metric("refetched_blocks_total", "Blocks fetched from storage again after an eviction.")
 	mMinted    = metric("tokens_minted_total", "Download tokens minted.")
 	mRemints   = metric("remints_total", "Tokens minted again, by what made the previous URL or token unusable.", "reason")
 	mRetries   = metric("retries_total", "Requests retried after a temporary failure, by cause.", "cause")
@@ -35,7 +36,7 @@ var (
 	mDisk      = metric("disk_cache_bytes", "Bytes of blocks in the disk cache.")
 	mMemory    = metric("memory_cache_bytes", "Memory held by blocks: cached, in flight, queued for disk.")
 	mReadSecs  = metric("read_duration_seconds", "Time to answer a READ of a build file.")
-	allMetrics = []*prometheus.Desc{mFetched, mServed, mHits, mMisses, mPrefetch, mWasted, mMinted, mRemints,
+	allMetrics = []*prometheus.Desc{mFetched, mServed, mHits, mMisses, mPrefetch, mWasted, mRefetched, mMinted, mRemints,
 		mRetries, mVerified, mMismatch, mErrors, mOpen, mDisk, mMemory, mReadSecs}
 )
 
@@ -66,6 +67,7 @@ func (o *observed) Collect(ch chan<- prometheus.Metric) {
 	counter(mMisses, c.DiskMisses, "disk")
 	counter(mPrefetch, c.Prefetches)
 	counter(mWasted, c.PrefetchWasted)
+	counter(mRefetched, c.Refetches)
 	counter(mMinted, a.TokensMinted)
 	counter(mRemints, a.RemintsExpiredURL, api.ReasonExpiredURL)
 	counter(mRemints, a.RemintsExpiredToken, api.ReasonExpiredToken)

@@ -141,7 +141,7 @@ func serve(client *api.Client, dir string, mf *mountFlags, logger *slog.Logger, 
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	srv, err := fs.Mount(dir, fsys, fs.MountOptions{FsName: mf.fsName, AllowOther: mf.allowOther,
-		AllowNonEmpty: mf.allowNonEmpty, ReadAheadKB: mf.readAheadKB, MaxBackground: mf.maxBG, Debug: mf.debug})
+		AllowNonEmpty: mf.allowNonEmpty, ReadAheadKB: mf.readAheadKB, MaxBackground: mf.maxBackground(), Debug: mf.debug})
 	if err != nil {
 		return err
 	}

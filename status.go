@@ -31,8 +31,8 @@ func (o *observed) summary() []byte {
 	var b bytes.Buffer
 	a, c, f := o.client.Stats(), o.cache.Stats(), o.fsys.Stats()
 	fmt.Fprintf(&b, "appliveryfs on %s, up %s\n", o.dir, time.Since(o.started).Round(time.Second))
-	fmt.Fprintf(&b, "storage:      %s fetched in %d blocks; %s served to readers\n",
-		humanBytes(c.FetchedBytes), c.Fetches, humanBytes(c.ServedBytes))
+	fmt.Fprintf(&b, "storage:      %s fetched in %d blocks (%d of them again); %s served to readers\n",
+		humanBytes(c.FetchedBytes), c.Fetches, c.Refetches, humanBytes(c.ServedBytes))
 	fmt.Fprintf(&b, "memory cache: %d hits, %d misses; %d of %d blocks in use (%s)\n",
 		c.MemHits, c.MemMisses, c.MemoryBlocks, c.MemorySlots, humanBytes(int64(c.MemoryBlocks)*o.blockSize))
 	fmt.Fprintf(&b, "disk cache:   %d hits, %d misses; %s used\n", c.DiskHits, c.DiskMisses, humanBytes(o.store.Usage()))

@@ -83,7 +83,7 @@ func (c *Cache) reserve(ctx context.Context, demand bool) error {
 		if !demand && c.mem.inUse()-c.lru.Len() >= c.mem.limit(false) {
 			return errNoRoom
 		}
-		if _, _, ok := c.lru.RemoveOldest(); ok {
+		if c.evictOne(demand) {
 			continue // its slot is back unless a disk write still holds it
 		}
 		if !demand {
@@ -95,4 +95,22 @@ func (c *Cache) reserve(ctx context.Context, demand bool) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// evictOne evicts the least recently used block that some reader has read
+// already, or that no prefetch brought. A prefetched block nobody has read
+// is a sequential reader's next bytes: evicting it for another reader's
+// prefetch would only make the first fetch it again, so a prefetch never
+// does, and a demand read does only when nothing else is left.
+func (c *Cache) evictOne(demand bool) bool {
+	keys := c.lru.Keys() // oldest first
+	for _, k := range keys {
+		if b, ok := c.lru.Peek(k); ok && (!b.prefetched || b.read.Load()) {
+			return c.lru.Remove(k)
+		}
+	}
+	if !demand || len(keys) == 0 {
+		return false
+	}
+	return c.lru.Remove(keys[0])
 }

@@ -63,6 +63,7 @@ type Stats struct {
 	DiskHits       int64 // blocks loaded from the disk cache
 	DiskMisses     int64 // blocks the disk cache did not have (with a disk cache)
 	Fetches        int64 // blocks fetched from the source
+	Refetches      int64 // ... that had been fetched before in this cache: evicted, then wanted again
 	FetchedBytes   int64
 	ServedBytes    int64 // bytes returned to readers
 	Prefetches     int64 // fetches started ahead of the reader
@@ -85,7 +86,7 @@ type Cache struct {
 	prefetching int // prefetch fills in flight
 
 	stats struct {
-		memHits, memMisses, diskHits, diskMisses, fetches, fetchedBytes, servedBytes,
+		memHits, memMisses, diskHits, diskMisses, fetches, refetches, fetchedBytes, servedBytes,
 		prefetches, prefetchWasted, verified, mismatches atomic.Int64
 	}
 	log *slog.Logger
@@ -186,8 +187,9 @@ func (c *Cache) Stats() Stats {
 	return Stats{
 		MemHits: s.memHits.Load(), MemMisses: s.memMisses.Load(),
 		DiskHits: s.diskHits.Load(), DiskMisses: s.diskMisses.Load(),
-		Fetches: s.fetches.Load(), FetchedBytes: s.fetchedBytes.Load(), ServedBytes: s.servedBytes.Load(),
-		Prefetches: s.prefetches.Load(), PrefetchWasted: s.prefetchWasted.Load(),
+		Fetches: s.fetches.Load(), Refetches: s.refetches.Load(), FetchedBytes: s.fetchedBytes.Load(),
+		ServedBytes: s.servedBytes.Load(),
+		Prefetches:  s.prefetches.Load(), PrefetchWasted: s.prefetchWasted.Load(),
 		Verified: s.verified.Load(), Mismatches: s.mismatches.Load(),
 		MemoryBlocks: c.mem.inUse(), MemorySlots: c.mem.slots,
 	}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 )
 
@@ -16,6 +17,9 @@ type File struct {
 	check     *verifier    // nil when the API gave no usable checksum
 	readers   atomic.Int64 // open Readers
 	fetched   atomic.Int64 // bytes fetched from the source for this file
+
+	onceMu      sync.Mutex
+	fetchedOnce []uint64 // bitmap of blocks fetched from the source in this mount
 }
 
 // File returns a cached view of a file of the given exact size. checksum,
@@ -53,6 +57,20 @@ func (f *File) NewReader() *Reader {
 		f.check.reopen()
 	}
 	return &Reader{f: f, next: -1, fetchedTo: -1, holds: make(map[int64]*fillState)}
+}
+
+// fetchedBefore notes that block idx came from the source and reports
+// whether it had already: a refetch, the cost of an eviction too early.
+func (f *File) fetchedBefore(idx int64) bool {
+	f.onceMu.Lock()
+	defer f.onceMu.Unlock()
+	if f.fetchedOnce == nil {
+		f.fetchedOnce = make([]uint64, (f.nblocks+63)/64)
+	}
+	w, bit := idx/64, uint64(1)<<(idx%64)
+	before := f.fetchedOnce[w]&bit != 0
+	f.fetchedOnce[w] |= bit
+	return before
 }
 
 func (f *File) blockLen(idx int64) int64 { return min(f.blockSize, f.size-idx*f.blockSize) }

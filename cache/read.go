@@ -291,6 +291,9 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 			c.stats.fetches.Add(1)
 			c.stats.fetchedBytes.Add(int64(n))
 			f.fetched.Add(int64(n))
+			if f.fetchedBefore(key.idx) {
+				c.stats.refetches.Add(1)
+			}
 		}
 	}
 	// Bytes fetched before the file was dropped (a checksum mismatch) are

@@ -4,8 +4,11 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -246,4 +249,96 @@ func TestDiskCacheFaults(t *testing.T) {
 			t.Error("no prune ran during the copies")
 		}
 	})
+}
+
+// TestManyReadersUnderOneBudget: 64 readers of 16 cold files, each larger
+// than the memory budget, at once: right bytes, memory within budget + 64
+// MiB, every reader done, and few blocks fetched twice (readers must not
+// evict each other's unread prefetched blocks).
+func TestManyReadersUnderOneBudget(t *testing.T) {
+	const files, perFile, size = 16, 4, 52 << 20
+	data := emulator.SampleData()
+	rng := rand.NewChaCha8([32]byte{7})
+	var builds []*emulator.Build
+	for i := range files {
+		body := make([]byte, size+i*4099)
+		rng.Read(body)
+		b := &emulator.Build{ID: emulator.NewID(), Status: "processed", OS: "android", BuildPlatform: "android",
+			VersionName: fmt.Sprintf("scale-%d", i), OriginalExtension: "apk", CreatedAt: time.Date(2026, 1, 1, i, 0, 0, 0, time.UTC),
+			Objects: map[string]*emulator.Object{"file": {Name: "big.apk", Data: body}}}
+		if err := data.AddBuild("acme", "nightly", b); err != nil {
+			t.Fatal(err)
+		}
+		builds = append(builds, b)
+	}
+	emu := startEmulator(t, data)
+	mnt := mountpoint(t)
+	cmd, logs := startLogged(t, emu, mnt, "--cache-size", "48M", "--block-size", "1M", "--disk-cache-size", "0",
+		"--metrics-addr", "127.0.0.1:0", "--cache-dir", t.TempDir())
+	url, _ := waitRecord(t, logs, "serving metrics")["addr"].(string)
+
+	type result struct {
+		took time.Duration
+		err  string
+	}
+	results := make(chan result, files*perFile)
+	start := time.Now()
+	for _, b := range builds {
+		want := sha256Hex(b.Objects["file"].Data)
+		for range perFile {
+			go func() {
+				began := time.Now()
+				got, err := runErr("sha256sum", filepath.Join(mnt, "acme", "nightly", b.ID, "file.apk"))
+				msg := ""
+				if err != nil || !strings.HasPrefix(got, want) {
+					msg = fmt.Sprintf("%s: %v %.80s", b.ID, err, got)
+				}
+				results <- result{time.Since(began), msg}
+			}()
+		}
+	}
+	var slowest time.Duration
+	for range files * perFile {
+		select {
+		case r := <-results:
+			if r.err != "" {
+				t.Error(r.err)
+			}
+			slowest = max(slowest, r.took)
+		case <-time.After(3 * time.Minute):
+			t.Fatal("a reader starved: not done after 3 minutes")
+		}
+	}
+	m := scrape(t, url)
+	hwm := vmHWM(t, cmd.Process.Pid)
+	t.Logf("%d readers of %d files of %d MiB in %s (slowest reader %s): fetched %v blocks, refetched %v, prefetched %v, "+
+		"wasted %v; peak RSS %d MiB", files*perFile, files, size>>20, time.Since(start).Round(time.Millisecond), slowest.Round(time.Millisecond),
+		m["appliveryfs_cache_misses_total{tier=\"memory\"}"], m["appliveryfs_refetched_blocks_total"],
+		m["appliveryfs_prefetched_blocks_total"], m["appliveryfs_prefetch_wasted_blocks_total"], hwm>>20)
+	if limit := int64(48+64) << 20; hwm > limit {
+		t.Errorf("peak RSS %d MiB, want at most --cache-size + 64 MiB = %d MiB", hwm>>20, limit>>20)
+	}
+	// Blocks are fetched again when a reader needs one that others read
+	// and the budget let go: four readers of a file at four places, in a
+	// budget of less than a block per reader. What must not happen is a
+	// reader's prefetched, unread block evicted for another's.
+	if wasted, prefetched := m["appliveryfs_prefetch_wasted_blocks_total"], m["appliveryfs_prefetched_blocks_total"]; wasted > prefetched/20 {
+		t.Errorf("%v of %v prefetched blocks evicted unread: readers evict each other's prefetches", wasted, prefetched)
+	}
+}
+
+// vmHWM is a process's peak resident set, in bytes.
+func vmHWM(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
 }
