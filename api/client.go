@@ -216,8 +216,16 @@ func decodeEnvelope(op string, resp *http.Response, body []byte, out any) error 
 			fail.Message = snippet(body)
 			return fail
 		}
-		return fmt.Errorf("%s: HTTP %d with a body that is not an Applivery envelope (%v): %s",
-			op, resp.StatusCode, err, snippet(body))
+		// A JSON body is quoted by its size only: it is data, and a
+		// download token in it must not reach an error message, let alone
+		// a log. Another kind (a proxy's HTML page) says what went wrong.
+		ct := contentType(resp)
+		if strings.Contains(ct, "json") || ct == "untyped" {
+			return fmt.Errorf("%s: HTTP %d with a %d-byte %s body that is not an Applivery envelope (%v)",
+				op, resp.StatusCode, len(body), ct, err)
+		}
+		return fmt.Errorf("%s: HTTP %d with a %s body that is not an Applivery envelope (%v): %s",
+			op, resp.StatusCode, ct, err, snippet(body))
 	}
 	if env.Error != nil || (env.Status != nil && !*env.Status) || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		if env.Error != nil {
@@ -244,6 +252,14 @@ func decodeEnvelope(op string, resp *http.Response, body []byte, out any) error 
 }
 
 // snippet quotes the start of a body for an error message.
+// contentType names what a body claims to be, for errors.
+func contentType(resp *http.Response) string {
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		return strings.SplitN(ct, ";", 2)[0]
+	}
+	return "untyped"
+}
+
 func snippet(b []byte) string {
 	const max = 120
 	s := strings.Join(strings.Fields(string(b)), " ")

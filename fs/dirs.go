@@ -51,7 +51,7 @@ func (d *listedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	l, err := f.listing(ctx, d.path, d.list)
 	if err != nil {
-		f.logOnce("lookup:"+d.path+err.Error(), "list failed", "path", "/"+d.path, errAttrs(err))
+		f.logOnce("list:"+d.path+err.Error(), "list failed", "path", "/"+d.path, errAttrs(err))
 		return nil, f.fail(ctx, err)
 	}
 	e, ok := l.byName[name]
@@ -157,7 +157,7 @@ func (d *listedDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 	f := d.fsys
 	l, err := f.listing(ctx, d.path, d.list)
 	if err != nil {
-		f.logOnce("readdir:"+d.path+err.Error(), "list failed", "path", "/"+d.path, errAttrs(err))
+		f.logOnce("list:"+d.path+err.Error(), "list failed", "path", "/"+d.path, errAttrs(err))
 		return nil, f.fail(ctx, err)
 	}
 	return f.dirStream(d.path, l), 0

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -46,6 +47,17 @@ type listing struct {
 	// names holds, in an app's listing, the listings of versions/, tags/
 	// and each tags/<tag>/, made from the same answer of the API.
 	names map[string]*listing
+	// skipped is what the answer held that the listing leaves out or
+	// names otherwise, logged once by the refresh that meets it.
+	skipped []skip
+}
+
+// skip is one object of an answer that could not be listed as the API
+// named it.
+type skip struct {
+	key   string // tells it from the directory's other skips, across refreshes
+	msg   string // what was done and why
+	attrs []any
 }
 
 func newListing(ents []*entry) *listing {
@@ -80,6 +92,11 @@ func (f *FS) listing(ctx context.Context, p string, list lister) (*listing, erro
 		if err != nil {
 			return nil, err
 		}
+		// Once per name and directory, not per refresh: a bad name in
+		// the API stays bad, and a log line a minute would bury others.
+		for _, s := range nl.skipped {
+			f.logOnce("skip:"+p+"\x00"+s.key, s.msg, append([]any{"path", "/" + p}, s.attrs...)...)
+		}
 		f.listMu.Lock()
 		f.listings[p] = nl
 		delete(f.found, p) // listed now, or gone upstream
@@ -101,7 +118,7 @@ func (f *FS) listing(ctx context.Context, p string, list lister) (*listing, erro
 	// A stale listing beats an error: the API may be briefly down. Trust
 	// it a while longer, so that every lookup does not wait for another
 	// failing refresh.
-	f.logOnce("list:"+p+r.Err.Error(), "refresh failed, serving the previous listing", "path", "/"+p, errAttrs(r.Err))
+	f.logOnce("refresh:"+p+r.Err.Error(), "refresh failed, serving the previous listing", "path", "/"+p, errAttrs(r.Err))
 	f.listMu.Lock()
 	if f.listings[p] == l {
 		retry := *l
@@ -121,16 +138,23 @@ func (f *FS) listRoot(ctx context.Context) (*listing, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ents []*entry
+	var objs []named
 	for i := range orgs {
 		o := &orgs[i]
 		if len(f.cfg.Orgs) > 0 && !matchesAny(f.cfg.Orgs, o.ID, o.Slug) {
 			continue
 		}
-		ents = appendNamed(ents, o.Slug, o.ID, &entry{kind: kindOrg, org: o, mtime: f.started})
+		objs = append(objs, named{o.Slug, o.ID, &entry{kind: kindOrg, org: o, mtime: f.started}})
 	}
-	return newListing(ents), nil
+	ents, skipped := nameAll("organization", objs, rootReserved)
+	l := newListing(ents)
+	l.skipped = skipped
+	return l, nil
 }
+
+// rootReserved holds the names of the root that no organization can
+// take: the mount's own status directory answers them, listed or not.
+var rootReserved = map[string]bool{statusDirName: true}
 
 func matchesAny(wanted []string, id, slug string) bool {
 	for _, w := range wanted {
@@ -147,31 +171,105 @@ func (f *FS) listOrg(ctx context.Context, org *api.Organization) (*listing, erro
 	if err != nil {
 		return nil, err
 	}
-	var ents []*entry
+	objs := make([]named, len(apps))
 	for i := range apps {
 		a := &apps[i]
-		ents = appendNamed(ents, a.Slug, a.ID, &entry{kind: kindApp, org: org, app: a, mtime: f.started})
+		objs[i] = named{a.Slug, a.ID, &entry{kind: kindApp, org: org, app: a, mtime: f.started}}
 	}
-	return newListing(ents), nil
+	ents, skipped := nameAll("app", objs, nil)
+	l := newListing(ents)
+	l.skipped = skipped
+	return l, nil
 }
 
-// appendNamed names e by its slug (by its id when the slug cannot be a
-// file name) and adds a hidden symlink from the id to the slug, so that
-// scripts holding ids find the same directory.
-func appendNamed(ents []*entry, slug, id string, e *entry) []*entry {
-	name := slug
-	if !api.IsFileName(name) {
-		name = id
+// named is an organization or an app of an answer, to be named in its
+// directory by nameAll.
+type named struct {
+	slug, id string
+	e        *entry
+}
+
+// nameAll names each object by its slug, or by its id when the slug
+// cannot be the object's name, and adds a hidden symlink from the id to
+// the slug, so that scripts holding ids find the same directory. Names
+// are never altered into something else: an object with neither a usable
+// slug nor a usable id is left out. Every object not named by its slug
+// is reported in the skips. what names the objects in messages;
+// reserved names are taken by the directory itself.
+//
+// Where names collide, the API's own rule decides: it finds {org} and
+// {app} by id first, then by slug, the first in its order. So an id
+// always names its own object, a slug that is another object's id is
+// not used, and of two objects with one slug the first keeps it and the
+// other is named by its id. No name ever leads to another object than
+// the one the API would find by it.
+func nameAll(what string, objs []named, reserved map[string]bool) ([]*entry, []skip) {
+	usable := func(name string) bool { return api.IsFileName(name) && !reserved[name] }
+	idOwner := make(map[string]int, len(objs))
+	for i, o := range objs {
+		if _, dup := idOwner[o.id]; !dup {
+			idOwner[o.id] = i
+		}
 	}
-	if !api.IsFileName(name) {
-		return ents
+	var ents []*entry
+	var skips []skip
+	taken := make(map[string]bool, len(objs))
+	note := func(o named, msg string) {
+		skips = append(skips, skip{key: what + "\x00" + o.id + "\x00" + o.slug, msg: msg,
+			attrs: []any{"slug", o.slug, "id", o.id}})
 	}
-	e.name = name
-	ents = append(ents, e)
-	if id != name && api.IsFileName(id) {
-		ents = append(ents, &entry{name: id, kind: kindLink, hidden: true, target: name, mtime: e.mtime})
+	for i, o := range objs {
+		// Requests name the object by its id: an empty one or a dot
+		// segment would ask for another endpoint once a proxy cleans
+		// the URL.
+		if o.id == "" || o.id == "." || o.id == ".." {
+			note(o, "skipped "+article(what)+" whose id cannot be used to ask for it")
+			continue
+		}
+		if idOwner[o.id] != i {
+			note(o, "skipped "+article(what)+" whose id is also the id of "+article(what)+" listed before it")
+			continue
+		}
+		var why string // why the slug cannot name it
+		switch owner, isID := idOwner[o.slug]; {
+		case !api.IsFileName(o.slug):
+			why = "cannot be a file name"
+		case reserved[o.slug]:
+			why = "is a name the mount keeps for itself"
+		case isID && owner != i:
+			why = "is the id of another " + what
+		case taken[o.slug]:
+			why = "is also the slug of " + article(what) + " listed before it"
+		}
+		name := o.slug
+		if why != "" {
+			if !usable(o.id) {
+				if why == "cannot be a file name" {
+					note(o, "skipped "+article(what)+" whose slug and id cannot be file names")
+				} else {
+					note(o, "skipped "+article(what)+" whose slug "+why+" and whose id cannot be a file name")
+				}
+				continue
+			}
+			name = o.id
+			note(o, "listed "+article(what)+" by its id: its slug "+why)
+		}
+		taken[name] = true
+		o.e.name = name
+		ents = append(ents, o.e)
+		if o.id != name && usable(o.id) {
+			ents = append(ents, &entry{name: o.id, kind: kindLink, hidden: true, target: name, mtime: o.e.mtime})
+		}
 	}
-	return ents
+	return ents, skips
+}
+
+// article puts "a" or "an" before what, for log messages.
+func article(what string) string {
+	if strings.ContainsRune("aeiou", rune(what[0])) {
+		return "an " + what
+	}
+	return "a " + what
 }
 
 // listApp lists an app's processed builds, latest, and the versions/ and
@@ -183,10 +281,22 @@ func (f *FS) listApp(ctx context.Context, org *api.Organization, app *api.App) (
 	}
 	names := api.NameBuilds(builds)
 	var ents []*entry
+	var skipped []skip
+	seen := make(map[string]bool, len(builds))
 	for i := range builds {
 		b := &builds[i]
-		if b.Status == api.StatusProcessed && api.IsBuildID(b.ID) {
+		switch {
+		case !api.IsBuildID(b.ID):
+			skipped = append(skipped, skip{key: "build\x00" + b.ID, msg: "skipped a build whose id is not 24 hex digits",
+				attrs: []any{"build", b.ID, "status", b.Status}})
+		case seen[b.ID]:
+			// The same build twice is no fault to report: pages are cut
+			// by offset, so a build uploaded while the pages are read
+			// pushes the last of one page onto the next.
+		case b.Status == api.StatusProcessed:
+			seen[b.ID] = true
 			ents = append(ents, &entry{name: b.ID, kind: kindBuild, org: org, app: app, build: b, mtime: b.CreatedAt})
+			skipped = appendBadNames(skipped, b)
 		}
 	}
 	if names.Latest != nil {
@@ -212,7 +322,34 @@ func (f *FS) listApp(ctx context.Context, org *api.Organization, app *api.App) (
 		l.names[key] = newListing(inTag)
 	}
 	l.names["tags"] = newListing(tags)
+	l.skipped = skipped
 	return l, nil
+}
+
+// appendBadNames reports the version names and tags of b that
+// api.NameBuilds gives no entry because they cannot be file names.
+func appendBadNames(skipped []skip, b *api.Build) []skip {
+	// A bad version name makes a bad name+code too: one line for both.
+	v, code := b.VersionName, string(b.VersionCode)
+	bad := ""
+	switch {
+	case v == "":
+	case !api.IsFileName(v):
+		bad = v
+	case code != "" && !api.IsFileName(v+"+"+code):
+		bad = v + "+" + code
+	}
+	if bad != "" {
+		skipped = append(skipped, skip{key: "version\x00" + bad, msg: "left a version out of versions/: its name cannot be a file name",
+			attrs: []any{"build", b.ID, "version", bad}})
+	}
+	for _, t := range b.Tags {
+		if !api.IsFileName(t) {
+			skipped = append(skipped, skip{key: "tag\x00" + t, msg: "left a tag out of tags/: it cannot be a file name",
+				attrs: []any{"build", b.ID, "tag", t}})
+		}
+	}
+	return skipped
 }
 
 // linkTo is a symlink named name to build b's directory, up is the way

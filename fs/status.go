@@ -10,8 +10,8 @@ import (
 )
 
 // statusDirName is the root's directory for the mount's own files. It is
-// not listed, so that rsync and find of the mount do not meet it, and no
-// organization slug can take it (slugs do not start with a dot).
+// not listed, so that rsync and find of the mount do not meet it, and the
+// root's listing keeps the name from any organization (see nameAll).
 const statusDirName = ".appliveryfs"
 
 // statusDir is MOUNT/.appliveryfs.
