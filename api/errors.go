@@ -163,12 +163,14 @@ func parseRetryAfter(h string) time.Duration {
 	if h == "" {
 		return 0
 	}
-	// ParseUint takes digits only, as RFC 9110 does (no sign). A value past
-	// uint64 is still a valid, enormous delay.
-	if secs, err := strconv.ParseUint(h, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
-		// Clamp before multiplying: an overflow could wrap a host's "come
-		// back in centuries" into a wait of a fraction of a second.
-		if secs > uint64(maxDuration/time.Second) {
+	// Digits only, as RFC 9110 says (no sign). Checked first: ParseUint
+	// reports an overflow before it looks at the rest ("99999999999999999999x").
+	if strings.Trim(h, "0123456789") == "" {
+		// Only an overflow fails now, and a value past uint64 is still a
+		// valid, enormous delay. Clamp before multiplying: an overflow could
+		// wrap a host's "come back in centuries" into a fraction of a second.
+		secs, err := strconv.ParseUint(h, 10, 64)
+		if err != nil || secs > uint64(maxDuration/time.Second) {
 			return maxDuration
 		}
 		return time.Duration(secs) * time.Second

@@ -33,9 +33,14 @@ type BuildNames struct {
 // would get one name, the newest wins; the other keeps its id. Version
 // names and tags that cannot be file names give no name.
 func NameBuilds(builds []Build) BuildNames {
+	// An id names one build, but a listing whose pages shifted (a build
+	// uploaded meanwhile) holds some twice: the first copy listed stands for
+	// it, as in the app's directory, so that no tag lists one id twice.
 	var ok []*Build
+	seen := make(map[string]bool, len(builds))
 	for i := range builds {
-		if b := &builds[i]; b.Status == StatusProcessed && IsBuildID(b.ID) {
+		if b := &builds[i]; b.Status == StatusProcessed && IsBuildID(b.ID) && !seen[b.ID] {
+			seen[b.ID] = true
 			ok = append(ok, b)
 		}
 	}

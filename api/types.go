@@ -140,9 +140,10 @@ func (f *FlexInt) UnmarshalJSON(b []byte) error {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		// A float such as 1.2e6 still names a byte count.
+		// A float such as 1.2e6 still names a byte count; NaN, infinities
+		// and values past int64 do not (converting them is undefined).
 		fl, ferr := strconv.ParseFloat(s, 64)
-		if ferr != nil || fl < 0 {
+		if ferr != nil || !(fl >= 0 && fl < 1<<63) {
 			return fmt.Errorf("not a number: %.40q", s)
 		}
 		n = int64(fl)
@@ -203,8 +204,17 @@ func (u *Uploader) UnmarshalJSON(b []byte) error {
 		}
 		return nil
 	case len(b) > 0 && b[0] == '{':
-		type plain Uploader
-		return json.Unmarshal(b, (*plain)(u))
+		// Fields of another type (a numeric id) are kept as text too.
+		var o struct {
+			ID    FlexString `json:"id"`
+			Email FlexString `json:"email"`
+			Name  FlexString `json:"name"`
+		}
+		if err := json.Unmarshal(b, &o); err != nil {
+			return err
+		}
+		*u = Uploader{ID: string(o.ID), Email: string(o.Email), Name: string(o.Name)}
+		return nil
 	}
 	// Anything else (a bare id number, say) is kept as text rather than failing the whole build.
 	*u = Uploader{ID: string(b)}

@@ -9,15 +9,53 @@ package disk
 import (
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"testing/iotest"
 )
 
 // framed is payload followed by its trailer: an intact file.
 func framed(payload string) []byte { return append([]byte(payload), trailer([]byte(payload))...) }
+
+// FuzzTrailer checks the framing in memory, where the fuzzer is fast: a
+// buffer is an intact n-byte block exactly when it is n bytes followed by
+// their trailer, and the streaming check ReadBlock uses (payload read into
+// the caller's buffer, then trailerOK on the rest of the file) agrees with
+// it however the reader splits its reads.
+func FuzzTrailer(f *testing.F) {
+	f.Add(framed("123456789"), uint16(9))
+	f.Add(framed("123456789"), uint16(8))
+	f.Add(framed(""), uint16(0))
+	f.Add(append(framed("1234"), 0), uint16(4))
+	f.Add(append(framed("1234"), framed("5678")...), uint16(24))
+	f.Add([]byte("123456789\x09\x00\x00\x00\x00\x00\x00\x00\x83\x92\x06\xe3afb0"), uint16(9))
+	f.Add([]byte("afb1"), uint16(0))
+	f.Fuzz(func(t *testing.T, data []byte, asked uint16) {
+		n := int(asked)
+		want := len(data) == n+trailerLen && bytes.Equal(data[n:], trailer(data[:n]))
+		if got := intact(data, n); got != want {
+			t.Fatalf("intact(%q, %d) = %v, want %v", data, n, got, want)
+		}
+		if n <= len(data) {
+			for _, r := range []io.Reader{bytes.NewReader(data[n:]), iotest.OneByteReader(bytes.NewReader(data[n:]))} {
+				if got := trailerOK(r, data[:n]); got != want {
+					t.Fatalf("trailerOK after %d of %q = %v, want %v", n, data, got, want)
+				}
+			}
+		}
+		tr := trailer(data)
+		if len(tr) != trailerLen || !trailerMatches(tr, data) || !intact(append(bytes.Clone(data), tr...), len(data)) {
+			t.Fatalf("trailer(%q) = %q does not frame it", data, tr)
+		}
+		if len(data) > 0 && trailerMatches(tr, data[1:]) {
+			t.Fatalf("the trailer of %q also matches %q", data, data[1:])
+		}
+	})
+}
 
 // FuzzBlockFile puts arbitrary bytes where a block file (and the size and
 // verified files) of testKey belong, before or after Open, and reads them.
