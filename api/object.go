@@ -163,8 +163,9 @@ func (o *Object) withURL(ctx context.Context, what string, attempt func(context.
 				return err
 			}
 			if urlExpired(err) {
-				o.invalidate(seq)
-				o.c.noteRemint(ctx, o, ReasonExpiredURL)
+				if o.invalidate(seq) { // the first to see it expire
+					o.c.noteRemint(ctx, o, ReasonExpiredURL)
+				}
 				if remints++; remints > maxRemints {
 					return fmt.Errorf("%s of %s: storage rejected %d fresh URLs: %w", what, o, maxRemints, err)
 				}
@@ -270,13 +271,16 @@ func (o *Object) mintURL(ctx context.Context) (*url.URL, error) {
 	}
 }
 
-// invalidate drops the URL numbered seq, unless a newer one replaced it.
-func (o *Object) invalidate(seq uint64) {
+// invalidate drops the URL numbered seq, unless a newer one replaced it
+// or another reader dropped it already; it reports whether it dropped it.
+func (o *Object) invalidate(seq uint64) bool {
 	o.mu.Lock()
-	if o.urlSeq == seq {
+	defer o.mu.Unlock()
+	if o.urlSeq == seq && o.loc != nil {
 		o.loc = nil
+		return true
 	}
-	o.mu.Unlock()
+	return false
 }
 
 // fetch reads up to len(p) bytes at off with one Range request. It returns

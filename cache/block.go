@@ -73,6 +73,13 @@ func (b *block) finish(err error) {
 	b.state.mu.Unlock()
 }
 
+// failed reports whether the fill finished with an error.
+func (b *block) failed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done && b.err != nil
+}
+
 // complete reports whether every byte of the block is final.
 func (b *block) complete() bool {
 	b.mu.Lock()
@@ -128,12 +135,13 @@ func (s *fillState) release() {
 	}
 }
 
-// join takes a hold on a fill unless it was cancelled. A finished fill
-// was never cancelled, so joining a cached block always succeeds.
+// join takes a hold on a fill unless it was cancelled before it finished.
+// A finished fill serves whoever joins, even if everybody let go of it as
+// it finished: so joining a cached block always succeeds.
 func (s *fillState) join() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cancelled {
+	if s.cancelled && !s.done {
 		return false
 	}
 	s.refs++

@@ -470,3 +470,40 @@ func TestPrefetchOff(t *testing.T) {
 		t.Error("a negative window was accepted")
 	}
 }
+
+// finishingSource completes every read, however it was cancelled.
+type finishingSource struct{ data []byte }
+
+func (s *finishingSource) ReadAtProgress(ctx context.Context, p []byte, off int64, progress func(int)) (int, error) {
+	<-ctx.Done() // cancelled: let go of by its last holder
+	n := copy(p, s.data[off:])
+	progress(n)
+	return n, nil
+}
+
+// TestBlockLetGoAsItFinishesStaysUsable: a fill every holder let go of
+// just as it completed is cached anyway; it must then be joinable, or the
+// next read of it would loop forever.
+func TestBlockLetGoAsItFinishesStaysUsable(t *testing.T) {
+	src := &finishingSource{data: bytes.Repeat([]byte("x"), 4*testBlock)}
+	c := newTestCache(t, Config{MemoryBytes: 16 * testBlock, IOTimeout: 5 * time.Second})
+	f := c.File(FileKey{Build: "1212121212121212121212aa", Type: "file"}, int64(len(src.data)), "", src)
+	b, err := c.acquire(context.Background(), f, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.release() // the last holder: the fill is cancelled, and completes anyway
+	for deadline := time.Now().Add(5 * time.Second); !b.state.finished(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("fill never finished")
+		}
+	}
+	r := f.NewReader()
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	buf := make([]byte, 100)
+	if n, err := r.ReadAt(ctx, buf, 0); err != nil || n != 100 {
+		t.Fatalf("read of a block let go as it finished: %d, %v", n, err)
+	}
+}

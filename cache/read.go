@@ -193,6 +193,9 @@ func (r *Reader) releaseLocked() {
 func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*block, error) {
 	key := blockKey{f.key, idx}
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		if b, ok := c.lookup(key); ok {
 			return b, nil
 		}
@@ -217,7 +220,9 @@ func (c *Cache) lookup(key blockKey) (*block, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b, ok := c.inflight[key]; ok && b.state.join() {
+	// A fill that failed is still in flight for a moment after it
+	// finished: it is no block to join, but one to fill afresh.
+	if b, ok := c.inflight[key]; ok && !b.failed() && b.state.join() {
 		return b, true
 	}
 	return nil, false
@@ -236,7 +241,7 @@ func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
 	c.mu.Lock()
 	var err error
 	switch b, ok := c.inflight[key]; {
-	case ok && b.state.join():
+	case ok && !b.failed() && b.state.join():
 		c.mu.Unlock()
 		c.mem.release()
 		return b, nil
@@ -300,6 +305,9 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 	// served to the readers that waited for them, but not kept.
 	keep := err == nil && b.epoch == f.epoch()
 	queue := keep && !fromStore && c.writes != nil
+	// Done before it is cached: a block in the LRU must be joinable, and a
+	// hold let go from now on cancels nothing.
+	b.finish(err)
 	// From in flight to cached in one step, holding the memory throughout.
 	c.mu.Lock()
 	if keep {
@@ -318,7 +326,6 @@ func (c *Cache) fill(ctx context.Context, f *File, key blockKey, b *block, prefe
 		c.prefetching--
 	}
 	c.mu.Unlock()
-	b.finish(err)
 	b.unref() // the fill's own hold
 	if !keep {
 		return

@@ -149,7 +149,9 @@ func (n *infoNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if err != nil {
 		return nil, 0, n.fsys.fail(ctx, err)
 	}
-	return &infoHandle{data: data}, 0, 0
+	// Direct I/O: the kernel may still hold the size of an earlier
+	// version for --dir-ttl, and must not cut this one's reads at it.
+	return &infoHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
 }
 
 func (n *infoNode) Read(_ context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
