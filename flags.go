@@ -163,7 +163,7 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 	fl.StringVar(&m.cacheDir, "cache-dir", defaultCacheDir(), "persistent cache `DIR`")
 	fl.Var(&m.diskSize, "disk-cache-size", "cap of the persistent block cache; 0 disables it")
 	fl.DurationVar(&m.dirTTL, "dir-ttl", time.Minute, "how long organization and app listings are trusted")
-	fl.DurationVar(&m.ioTimeout, "io-timeout", 60*time.Second, "a read that cannot complete in this time fails with EIO")
+	fl.DurationVar(&m.ioTimeout, "io-timeout", 60*time.Second, "a block that cannot be read in this time, retries included, fails its read with EIO")
 	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users read the mount")
 	fl.IntVar(&m.readAheadKB, "read-ahead-kb", 4096, "kernel readahead of the mount")
 	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader, at most half of --cache-size; 0 turns prefetch off")

@@ -20,8 +20,9 @@ type Reader struct {
 	closed    bool
 }
 
-// ReadAt reads into p at off, waiting only for the bytes it returns, for
-// at most the cache's IOTimeout. ctx ends it early: an interrupted reader.
+// ReadAt reads into p at off, waiting only for the bytes it returns, and
+// for each block at most the cache's IOTimeout. ctx ends it early: an
+// interrupted reader.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f := r.f
 	if off >= f.size {
@@ -34,17 +35,17 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	epoch := f.epoch()
-	// The bytes get --io-timeout; the checksum's verdict below does not:
-	// its own fetches have deadlines of their own, and while it makes
-	// progress, giving up on it would turn correct bytes into an error.
-	bctx, cancel := context.WithTimeout(ctx, f.c.cfg.IOTimeout)
-	defer cancel()
-	r.prefetch(bctx, off, len(p))
+	r.prefetch(ctx, off, len(p))
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
 		idx := pos / f.blockSize
+		// Each block gets --io-timeout; the checksum's verdict below does
+		// not: its own fetches have deadlines of their own, and while it
+		// makes progress, giving up on it would fail correct bytes.
+		bctx, cancel := context.WithTimeout(ctx, f.c.cfg.IOTimeout)
 		m, err := r.readBlock(bctx, idx, p[n:], int(pos-idx*f.blockSize))
+		cancel()
 		n += m
 		if err != nil {
 			return n, err
