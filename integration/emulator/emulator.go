@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -194,7 +195,10 @@ func (s *Server) SetBandwidth(bytesPerSec int64) { s.bandwidth.Store(max(bytesPe
 
 // Faults describe failures to inject. Counted faults switch themselves
 // off (their status or cut size returns to zero) once used up, so
-// Server.Faults shows what is left.
+// Server.Faults shows what is left. Rate faults never switch off: each
+// request fails independently with the given probability, which is how
+// a flaky network or an overloaded store misbehaves over hours. Where
+// both kinds are set, a counted fault comes first.
 type Faults struct {
 	APIStatus     int           // non-zero: API requests answer this HTTP status with an error envelope
 	APIRetryAfter time.Duration // with APIStatus: Retry-After header in whole seconds, rounded up
@@ -205,6 +209,14 @@ type Faults struct {
 	CutAfter      int64         // >0: storage drops the connection after this many body bytes
 	CutCount      int           // how many storage responses are cut; 0 = all while set
 	IgnoreRange   bool          // storage ignores Range and answers 200 with the whole object
+	APIRate       float64       // 0-1: each API request answers 503, without Retry-After, with this probability
+	StorageRate   float64       // 0-1: each storage GET fails with this probability: half answer 503, half are cut at a random point of the body
+	Seed          uint64        // seeds the draws of the rates, so that a run can be repeated; 0 is a seed like any other
+
+	// rng draws the rate faults. SetFaults with a Faults whose rng is nil
+	// (any literal) starts a new sequence from Seed; one returned by
+	// Server.Faults carries the running sequence on.
+	rng *mathrand.Rand
 }
 
 // SetFaults replaces the injected faults.
@@ -222,12 +234,16 @@ func (s *Server) Faults() Faults {
 }
 
 // takeAPIFault reports whether this API request must fail and with what
-// status, using up one of Faults.APICount.
+// status, using up one of Faults.APICount or drawing against
+// Faults.APIRate.
 func (s *Server) takeAPIFault() (status int, retryAfter time.Duration, ok bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	f := &s.faults
 	if f.APIStatus == 0 {
+		if f.hit(f.APIRate) {
+			return http.StatusServiceUnavailable, 0, true
+		}
 		return 0, 0, false
 	}
 	status, retryAfter = f.APIStatus, f.APIRetryAfter
@@ -241,7 +257,8 @@ func (s *Server) takeAPIFault() (status int, retryAfter time.Duration, ok bool) 
 }
 
 // takeStorageFault returns the status this storage request must fail
-// with, or 0, using up one of Faults.StorageCount.
+// with, or 0, using up one of Faults.StorageCount or drawing against
+// half of Faults.StorageRate (takeCut draws the other half).
 func (s *Server) takeStorageFault() int {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
@@ -254,6 +271,9 @@ func (s *Server) takeStorageFault() int {
 		}
 	}
 	if status == 0 {
+		if f.hit(f.StorageRate / 2) {
+			return http.StatusServiceUnavailable
+		}
 		return 0
 	}
 	return validStatus(status)
@@ -261,12 +281,19 @@ func (s *Server) takeStorageFault() int {
 
 // takeCut reports after how many bytes a storage body of bodyLen bytes
 // must be cut. A body no longer than CutAfter is not cut, and does not
-// use up one of CutCount.
+// use up one of CutCount. Under Faults.StorageRate an empty body is
+// never cut and any other may be, at a random byte before its end.
 func (s *Server) takeCut(bodyLen int64) (int64, bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	f := &s.faults
 	if f.CutAfter <= 0 || bodyLen <= f.CutAfter {
+		// Only requests that got past takeStorageFault get here, so the
+		// cut's chance is conditional on that: the two halves then add
+		// up to StorageRate per request.
+		if half := f.StorageRate / 2; bodyLen > 0 && half < 1 && f.hit(half/(1-half)) {
+			return f.rng.Int64N(bodyLen), true
+		}
 		return 0, false
 	}
 	n := f.CutAfter
@@ -277,6 +304,18 @@ func (s *Server) takeCut(bodyLen int64) (int64, bool) {
 		}
 	}
 	return n, true
+}
+
+// hit draws one rate fault: it reports true with probability p. The
+// caller holds faultMu.
+func (f *Faults) hit(p float64) bool {
+	if p <= 0 {
+		return false
+	}
+	if f.rng == nil {
+		f.rng = mathrand.New(mathrand.NewPCG(f.Seed, 0x736f616b)) // the second word only has to be fixed
+	}
+	return f.rng.Float64() < p
 }
 
 // validStatus keeps a mistyped fault status from panicking net/http,
