@@ -148,7 +148,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if f.cfg.DropPageCache || r.file.Unsettled() {
 		fopen = 0
 	}
-	h := &fileHandle{node: n, r: r.file.NewReader(), file: r.file, size: size}
+	h := &fileHandle{node: n, r: r.file.NewReader(), file: r.file, size: size, fetchedAtOpen: r.file.Fetched()}
 	f.stats.opened(h)
 	return h, fopen, 0
 }
@@ -159,10 +159,11 @@ func writeFlags(flags uint32) bool {
 
 // fileHandle is one open of a build file.
 type fileHandle struct {
-	node *fileNode
-	r    *cache.Reader
-	file *cache.File
-	size int64
+	node          *fileNode
+	r             *cache.Reader
+	file          *cache.File
+	size          int64
+	fetchedAtOpen int64 // the file's fetched bytes when this open began
 }
 
 var (

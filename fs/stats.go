@@ -36,7 +36,7 @@ type Histogram struct {
 type OpenFile struct {
 	Path    string // below the mountpoint
 	Size    int64
-	Fetched int64 // bytes of it fetched from storage in this mount
+	Fetched int64 // bytes of the file fetched from storage since this open (by any reader of it)
 	Since   time.Time
 }
 
@@ -98,7 +98,8 @@ func (f *FS) Stats() Stats {
 		out.Errors[errnoName(e)] = n
 	}
 	for fh, since := range s.open {
-		out.OpenFiles = append(out.OpenFiles, OpenFile{Path: fh.node.path, Size: fh.size, Fetched: fh.file.Fetched(), Since: since})
+		out.OpenFiles = append(out.OpenFiles, OpenFile{Path: fh.node.path, Size: fh.size,
+			Fetched: fh.file.Fetched() - fh.fetchedAtOpen, Since: since})
 	}
 	s.mu.Unlock()
 	sort.Slice(out.OpenFiles, func(i, j int) bool { return out.OpenFiles[i].Path < out.OpenFiles[j].Path })

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // Mount settings passed explicitly, so that the targets derived from them
@@ -23,7 +25,7 @@ const (
 // bench is one benchmark session: its fixture, mounts and results.
 type bench struct {
 	cfg     config
-	cleanup cleanup
+	cleanup runner.Cleanup
 	mounts  mountSet
 	res     results
 
@@ -64,12 +66,14 @@ func (b *bench) setup() error {
 		return err
 	}
 	// Last in, first out: mounts go before the servers they read from.
-	b.cleanup.add(b.closeServers)
-	b.cleanup.add(b.mounts.stopAll)
-	if err := b.prepareBinary(); err != nil {
+	b.cleanup.Add(b.closeServers)
+	b.cleanup.Add(b.mounts.stopAll)
+	bin, err := runner.Binary(b.cfg.bin, b.work) // --bin, or one built from the module
+	if err != nil {
 		return err
 	}
-	progress("generating a %s .ipa with %d entries", humanBytes(b.cfg.size), b.cfg.entries)
+	b.bin = bin
+	runner.Progress("generating a %s .ipa with %d entries", humanBytes(b.cfg.size), b.cfg.entries)
 	fx, err := startFixture(b.cfg.size, b.cfg.entries)
 	if err != nil {
 		return fmt.Errorf("start the emulator: %w", err)
@@ -93,8 +97,8 @@ func (b *bench) makeDirs() error {
 	if b.work, err = os.MkdirTemp("", "appliveryfs-bench-"); err != nil {
 		return fmt.Errorf("scratch directory: %w", err)
 	}
-	b.cleanup.add(func() {
-		if left := mountsUnder(b.work); len(left) > 0 {
+	b.cleanup.Add(func() {
+		if left := runner.MountsUnder(b.work); len(left) > 0 {
 			fmt.Fprintf(os.Stderr, "bench: not removing %s: still mounted: %s\n", b.work, strings.Join(left, " "))
 			return
 		}
@@ -110,37 +114,6 @@ func (b *bench) makeDirs() error {
 	})
 	if b.logs, err = os.MkdirTemp("", "appliveryfs-bench-logs-"); err != nil {
 		return fmt.Errorf("log directory: %w", err)
-	}
-	return nil
-}
-
-// prepareBinary uses --bin or builds appliveryfs from the module root.
-func (b *bench) prepareBinary() error {
-	if b.cfg.bin != "" {
-		abs, err := filepath.Abs(b.cfg.bin)
-		if err != nil {
-			return err
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return fmt.Errorf("--bin: %w", err)
-		}
-		b.bin = abs
-		return nil
-	}
-	// In the working directory: go run ./integration/bench runs from the
-	// module root.
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return fmt.Errorf("find the module root: run from inside the module or pass --bin (go env GOMOD: %q, %v)", gomod, err)
-	}
-	root := filepath.Dir(gomod)
-	b.bin = filepath.Join(b.work, "appliveryfs")
-	progress("building %s", b.bin)
-	cmd := exec.Command("go", "build", "-o", b.bin, ".")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build appliveryfs: %v\n%s", err, out)
 	}
 	return nil
 }
@@ -197,10 +170,10 @@ func (b *bench) rcloneModes() []string {
 // rcloneFailed records why a mode's figures are missing; rclone is only
 // a comparison, so its failures never stop the bench.
 func (b *bench) rcloneFailed(mode string, err error) {
-	if b.cleanup.interrupted.Load() {
+	if b.cleanup.Interrupted() {
 		return
 	}
-	progress("rclone --vfs-cache-mode %s failed, skipping it from now on: %v", mode, err)
+	runner.Progress("rclone --vfs-cache-mode %s failed, skipping it from now on: %v", mode, err)
 	b.rcloneDown[mode] = err
 }
 
@@ -249,7 +222,7 @@ func (b *bench) onFreshMount(label string, bandwidth int64, latency time.Duratio
 
 // newDir makes a numbered scratch directory.
 func (b *bench) newDir(kind string) (string, error) {
-	if b.cleanup.interrupted.Load() {
+	if b.cleanup.Interrupted() {
 		return "", errors.New("interrupted")
 	}
 	b.seq++
@@ -268,15 +241,14 @@ func (b *bench) mountOurs(label, cacheDir string, extra ...string) (*mountProc, 
 		return nil, err
 	}
 	emu := b.fx.emu
-	return b.mounts.start(mountSpec{
-		label:   "appliveryfs (" + label + ")",
-		dir:     dir,
-		file:    b.fx.mountPath(),
-		logPath: filepath.Join(b.logs, fmt.Sprintf("%02d-appliveryfs-%s.log", b.seq, label)),
-		env:     append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token()),
-		argv: append(append([]string{b.bin, "mount", "--api-url", emu.APIURL(), "--download-url", emu.DownloadURL(),
+	return b.mounts.start(mountSpec{file: b.fx.mountPath(), MountSpec: runner.MountSpec{
+		Label:   "appliveryfs (" + label + ")",
+		Dir:     dir,
+		LogPath: filepath.Join(b.logs, fmt.Sprintf("%02d-appliveryfs-%s.log", b.seq, label)),
+		Env:     append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token()),
+		Argv: append(append([]string{b.bin, "mount", "--api-url", emu.APIURL(), "--download-url", emu.DownloadURL(),
 			"--cache-dir", cacheDir, "--cache-size", fmt.Sprint(cacheSize)}, extra...), dir),
-	})
+	}})
 }
 
 // mountRclone mounts rclone's http backend over the file server.
@@ -285,15 +257,14 @@ func (b *bench) mountRclone(mode, cacheDir string) (*mountProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.mounts.start(mountSpec{
-		label:   "rclone (--vfs-cache-mode " + mode + ")",
-		dir:     dir,
-		file:    b.files.name,
-		logPath: filepath.Join(b.logs, fmt.Sprintf("%02d-rclone-%s.log", b.seq, mode)),
-		argv: []string{b.rclone, "mount", ":http:", dir, "--http-url", b.files.url,
+	return b.mounts.start(mountSpec{file: b.files.name, MountSpec: runner.MountSpec{
+		Label:   "rclone (--vfs-cache-mode " + mode + ")",
+		Dir:     dir,
+		LogPath: filepath.Join(b.logs, fmt.Sprintf("%02d-rclone-%s.log", b.seq, mode)),
+		Argv: []string{b.rclone, "mount", ":http:", dir, "--http-url", b.files.url,
 			"--config", b.rcloneConf, "--read-only", "--vfs-cache-mode", mode,
 			"--cache-dir", cacheDir, "--dir-cache-time", "1h"},
-	})
+	}})
 }
 
 // withMount runs fn on a mount and always stops it.
@@ -337,12 +308,6 @@ func machineInfo() []string {
 		info = append(info, "rclone: "+strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
 	}
 	return info
-}
-
-// progress logs what the bench is doing to stderr; the report goes to
-// stdout.
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 func humanBytes(n int64) string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/appliveryfs/appliveryfs/integration/emulator"
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // The caps of figure 2, also used for the time to first byte.
@@ -66,12 +67,12 @@ func (b *bench) runFigures() []error {
 	var failures []error
 	for _, f := range figures {
 		for i := range b.cfg.runs {
-			if b.cleanup.interrupted.Load() {
+			if b.cleanup.Interrupted() {
 				return failures
 			}
-			progress("figure %s: run %d of %d", f.name, i+1, b.cfg.runs)
+			runner.Progress("figure %s: run %d of %d", f.name, i+1, b.cfg.runs)
 			if err := f.run(); err != nil {
-				progress("figure %s failed: %v", f.name, err)
+				runner.Progress("figure %s failed: %v", f.name, err)
 				failures = append(failures, fmt.Errorf("figure %s, run %d: %w", f.name, i+1, err))
 				break
 			}
@@ -116,7 +117,7 @@ func (b *bench) sequentialOurs() error {
 			return err
 		}
 		b.res.add(keyWarmOurs, mibPerSec(size, d))
-		progress("  %s: warm re-read %.0f MiB/s", m.label, mibPerSec(size, d))
+		runner.Progress("  %s: warm re-read %.0f MiB/s", m.Label, mibPerSec(size, d))
 		return nil
 	})
 	if err != nil {
@@ -134,8 +135,8 @@ func (b *bench) sequentialOurs() error {
 		b.res.add(keyRemountOurs, mibPerSec(size, d))
 		b.res.add(keyRemountBytes, float64(fetched))
 		b.res.add(keyRemountTokens, float64(tokens))
-		progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from storage, %d token(s)",
-			m.label, mibPerSec(size, d), humanBytes(fetched), tokens)
+		runner.Progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from storage, %d token(s)",
+			m.Label, mibPerSec(size, d), humanBytes(fetched), tokens)
 		return nil
 	})
 }
@@ -169,7 +170,7 @@ func (b *bench) coldCopy(m *mountProc, k copyKeys) error {
 		return err
 	}
 	after := b.fx.emu.Counters()
-	rss, err := peakRSS(m.pid())
+	rss, err := runner.ProcStatus(m.Pid(), "VmHWM")
 	if err != nil {
 		return err
 	}
@@ -177,8 +178,8 @@ func (b *bench) coldCopy(m *mountProc, k copyKeys) error {
 	b.res.add(k.speed, mibPerSec(size, d))
 	b.res.add(k.tokens, float64(tokens))
 	b.res.add(k.rss, float64(rss))
-	progress("  %s: cold cp %.0f MiB/s; %d token(s); %s from storage (%.2fx the file) in %d requests; peak RSS %s",
-		m.label, mibPerSec(size, d), tokens, humanBytes(fetched), float64(fetched)/float64(size),
+	runner.Progress("  %s: cold cp %.0f MiB/s; %d token(s); %s from storage (%.2fx the file) in %d requests; peak RSS %s",
+		m.Label, mibPerSec(size, d), tokens, humanBytes(fetched), float64(fetched)/float64(size),
 		after.StorageRequests-before.StorageRequests, humanBytes(rss))
 	return nil
 }
@@ -192,7 +193,7 @@ func (b *bench) sequentialBaselines() error {
 		return err
 	}
 	b.res.add(keyColdCurl, mibPerSec(size, d))
-	progress("  curl: mint + curl -L %.0f MiB/s", mibPerSec(size, d))
+	runner.Progress("  curl: mint + curl -L %.0f MiB/s", mibPerSec(size, d))
 
 	if _, err := ddRead(b.local, size); err != nil { // fills the page cache
 		return err
@@ -201,7 +202,7 @@ func (b *bench) sequentialBaselines() error {
 		return err
 	}
 	b.res.add(keyWarmLocal, mibPerSec(size, d))
-	progress("  local copy: warm %.0f MiB/s", mibPerSec(size, d))
+	runner.Progress("  local copy: warm %.0f MiB/s", mibPerSec(size, d))
 
 	if err := dropCaches(); err != nil {
 		return err
@@ -210,7 +211,7 @@ func (b *bench) sequentialBaselines() error {
 		return err
 	}
 	b.res.add(keyRemountLocal, mibPerSec(size, d))
-	progress("  local copy: after drop_caches %.0f MiB/s", mibPerSec(size, d))
+	runner.Progress("  local copy: after drop_caches %.0f MiB/s", mibPerSec(size, d))
 	return nil
 }
 
@@ -248,13 +249,13 @@ func (b *bench) rcloneRun(mode string, capped bool) error {
 	cold := mibPerSec(size, ds[0])
 	if capped {
 		b.res.add(rcloneKey(mode, "capped"), cold)
-		progress("  rclone (--vfs-cache-mode %s): cold cp %.1f MiB/s", mode, cold)
+		runner.Progress("  rclone (--vfs-cache-mode %s): cold cp %.1f MiB/s", mode, cold)
 		return nil
 	}
 	warm := mibPerSec(size, ds[1])
 	b.res.add(rcloneKey(mode, "cold"), cold)
 	b.res.add(rcloneKey(mode, "warm"), warm)
-	progress("  rclone (--vfs-cache-mode %s): cold cp %.0f MiB/s, warm re-read %.0f MiB/s", mode, cold, warm)
+	runner.Progress("  rclone (--vfs-cache-mode %s): cold cp %.0f MiB/s, warm re-read %.0f MiB/s", mode, cold, warm)
 
 	m, err := b.mountRclone(mode, cacheDir)
 	return withMount(m, err, func(m *mountProc) error {
@@ -266,8 +267,8 @@ func (b *bench) rcloneRun(mode string, capped bool) error {
 		fetched := after - before
 		b.res.add(rcloneKey(mode, "remount"), mibPerSec(size, d))
 		b.res.add(rcloneKey(mode, "remount-bytes"), float64(fetched))
-		progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from the server",
-			m.label, mibPerSec(size, d), humanBytes(fetched))
+		runner.Progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from the server",
+			m.Label, mibPerSec(size, d), humanBytes(fetched))
 		return nil
 	})
 }
@@ -292,7 +293,7 @@ func (b *bench) cappedRun() error {
 		return err
 	}
 	b.res.add(keyCappedCurl, mibPerSec(size, d))
-	progress("  curl: mint + curl -L %.1f MiB/s", mibPerSec(size, d))
+	runner.Progress("  curl: mint + curl -L %.1f MiB/s", mibPerSec(size, d))
 
 	b.rcloneRuns(true)
 	return nil
@@ -333,7 +334,7 @@ func (b *bench) unzipRun() error {
 		fetched := b.fx.emu.Counters().StorageBytes - before.StorageBytes
 		b.res.add(keyUnzipOurs, millis(d))
 		b.res.add(keyUnzipBytes, float64(fetched))
-		progress("  %s: unzip -l %.1f ms, %s from storage", m.label, millis(d), humanBytes(fetched))
+		runner.Progress("  %s: unzip -l %.1f ms, %s from storage", m.Label, millis(d), humanBytes(fetched))
 		return nil
 	})
 	if err != nil {
@@ -347,7 +348,7 @@ func (b *bench) unzipRun() error {
 		return err
 	}
 	b.res.add(keyUnzipLocal, millis(d))
-	progress("  local copy: unzip -l after drop_caches %.1f ms", millis(d))
+	runner.Progress("  local copy: unzip -l after drop_caches %.1f ms", millis(d))
 	return nil
 }
 
@@ -371,15 +372,15 @@ func (b *bench) firstByte(bandwidth int64, oursKey, baseKey string) error {
 		}
 		after := b.fx.emu.Counters()
 		b.res.add(oursKey, millis(d))
-		progress("  %s: open + 4 KiB read %.1f ms (meanwhile %d API calls, %d redirects, %d storage requests)",
-			m.label, millis(d), apiCalls(after)-apiCalls(before), after.Redirects-before.Redirects,
+		runner.Progress("  %s: open + 4 KiB read %.1f ms (meanwhile %d API calls, %d redirects, %d storage requests)",
+			m.Label, millis(d), apiCalls(after)-apiCalls(before), after.Redirects-before.Redirects,
 			after.StorageRequests-before.StorageRequests)
 		// The baseline under the same caps, which end with the mount.
 		if d, err = b.fx.directHead(); err != nil {
 			return err
 		}
 		b.res.add(baseKey, millis(d))
-		progress("  direct: mint + resolve + 4 KiB Range %.1f ms", millis(d))
+		runner.Progress("  direct: mint + resolve + 4 KiB Range %.1f ms", millis(d))
 		return nil
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"regexp"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // leverFigure is the figure a lever is judged on.
@@ -135,15 +137,15 @@ func (b *bench) runLevers() []error {
 			for j := range configs {
 				c := configs[(i+j)%len(configs)]
 				what := leverMountName(capped, c)
-				if b.cleanup.interrupted.Load() {
+				if b.cleanup.Interrupted() {
 					return failures
 				}
 				if down[what] {
 					continue
 				}
-				progress("levers: run %d of %d: %s", i+1, b.cfg.runs, what)
+				runner.Progress("levers: run %d of %d: %s", i+1, b.cfg.runs, what)
 				if err := b.leverMount(capped, c); err != nil {
-					progress("levers: %s failed: %v", what, err)
+					runner.Progress("levers: %s failed: %v", what, err)
 					failures = append(failures, fmt.Errorf("levers, %s, run %d: %w", what, i+1, err))
 					if !b.cfg.keepGoing {
 						return failures
@@ -198,7 +200,7 @@ func (b *bench) leverMount(capped bool, c mountConfig) error {
 			return err
 		}
 		b.res.add(leverKey(leverWarm, c), mibPerSec(size, d))
-		progress("  %s: warm re-read %.0f MiB/s", m.label, mibPerSec(size, d))
+		runner.Progress("  %s: warm re-read %.0f MiB/s", m.Label, mibPerSec(size, d))
 		return nil
 	})
 }

@@ -23,6 +23,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // config is what the command line asks for.
@@ -38,15 +40,7 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:])
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		os.Exit(2)
-	}
-	os.Exit(run(cfg))
+	runner.Main("bench", parseFlags, run)
 }
 
 func parseFlags(args []string) (config, error) {
@@ -118,8 +112,8 @@ func run(cfg config) int {
 	b := &bench{cfg: cfg, res: newResults()}
 	// Deferred so that it also runs while a panic unwinds; Ctrl-C runs it
 	// from the signal handler.
-	defer b.cleanup.run()
-	stopSignals := b.cleanup.runOnSignal()
+	defer b.cleanup.Run()
+	stopSignals := b.cleanup.RunOnSignal("bench")
 	defer stopSignals()
 
 	if err := b.setup(); err != nil {
@@ -130,11 +124,11 @@ func run(cfg config) int {
 	if cfg.figures {
 		failures = b.runFigures()
 	}
-	if cfg.levers && (len(failures) == 0 || cfg.keepGoing) && !b.cleanup.interrupted.Load() {
+	if cfg.levers && (len(failures) == 0 || cfg.keepGoing) && !b.cleanup.Interrupted() {
 		failures = append(failures, b.runLevers()...)
 	}
-	if b.cleanup.interrupted.Load() {
-		b.cleanup.run() // waits for the signal handler's cleanup
+	if b.cleanup.Interrupted() {
+		b.cleanup.Run() // waits for the signal handler's cleanup
 		return 130
 	}
 	b.report(os.Stdout, failures)

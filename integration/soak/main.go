@@ -23,8 +23,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // config is what the command line asks for.
@@ -38,15 +39,7 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:])
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "soak: %v\n", err)
-		os.Exit(2)
-	}
-	os.Exit(run(cfg))
+	runner.Main("soak", parseFlags, run)
 }
 
 func parseFlags(args []string) (config, error) {

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // copyTimeout bounds one copy. A block a read waits for fails it with EIO
@@ -116,7 +118,7 @@ func (s *soak) reader(id int) {
 		}
 		s.tally.add(o)
 		if o.failed() || o.wrongCopy() {
-			progress("reader %d: %s %s: %s", id, o.how, o.t.path, o.describe())
+			runner.Progress("reader %d: %s %s: %s", id, o.how, o.t.path, o.describe())
 		}
 		if hung {
 			s.hang(o)
@@ -145,7 +147,7 @@ func (s *soak) copyOnce(id int, t *target, how string) (o outcome, hung bool) {
 func (s *soak) guard(ctx context.Context, grace time.Duration, o outcome, copy func(started func(int64)) outcome) (outcome, bool) {
 	done := make(chan outcome, 1) // buffered: a copy left behind still ends
 	var pid atomic.Int64
-	s.cl.goSafe(func() {}, func() { done <- copy(pid.Store) })
+	s.cl.Go(func() {}, func() { done <- copy(pid.Store) })
 	select {
 	case res := <-done:
 		return res, false

@@ -28,7 +28,7 @@ func (s *soak) report(w io.Writer) (missed bool) {
 	p("appliveryfs soak report")
 	p("  run:             %v (--duration %v) with %d readers (cp to a file, dd to a pipe), seed %d; start sample at %v",
 		s.ended.Sub(s.began).Round(time.Second), s.cfg.duration, s.cfg.readers, s.cfg.seed, s.cfg.warmUp)
-	if s.cl.interrupted.Load() {
+	if s.cl.Interrupted() {
 		p("  INTERRUPTED: the figures cover the run until then")
 	}
 	var bigs []string
@@ -158,9 +158,9 @@ func (s *soak) report(w io.Writer) (missed bool) {
 			p("    %s", c)
 		}
 	}
-	records, warnings := logWarnings(s.m.logPath)
+	records, warnings := logWarnings(s.m.LogPath)
 	p("")
-	p("  mount log %s: %d records, %d warnings or errors", s.m.logPath, records, len(warnings))
+	p("  mount log %s: %d records, %d warnings or errors", s.m.LogPath, records, len(warnings))
 	for _, line := range warnings[:min(len(warnings), maxListed)] {
 		p("    %s", line)
 	}

@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/appliveryfs/appliveryfs/integration/emulator"
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // Mount settings, passed explicitly so that the soak means the same
@@ -44,7 +44,7 @@ const (
 // soak is one run: its fixture, its mount and what the readers saw.
 type soak struct {
 	cfg config
-	cl  cleanup
+	cl  runner.Cleanup
 
 	// stop ends the readers' loops (first Ctrl-C, a dead mount); abort
 	// also kills the copies in flight (a copy hung: the run is over);
@@ -100,22 +100,22 @@ func run(cfg config) int {
 	s.stop, s.stopNow = context.WithCancel(s.abort)
 	// Deferred so that it also runs while a panic unwinds; a second
 	// Ctrl-C runs it from the signal handler.
-	defer s.cl.run()
-	unlisten := s.cl.runOnSignal(s.stopNow)
+	defer s.cl.Run()
+	unlisten := s.cl.RunOnSecondSignal("soak", "stopping the readers", s.stopNow)
 	defer unlisten()
 
 	if err := s.setup(); err != nil {
 		fmt.Fprintf(os.Stderr, "soak: setup: %v\n", err)
-		if s.cl.interrupted.Load() {
+		if s.cl.Interrupted() {
 			return 130
 		}
 		return 1
 	}
 	s.soak()
-	s.stopErr = s.m.stop()
+	s.stopErr = s.m.Stop()
 	missed := s.report(os.Stdout)
 	switch {
-	case s.cl.interrupted.Load():
+	case s.cl.Interrupted():
 		return 130
 	case missed:
 		return 1
@@ -140,23 +140,25 @@ func (s *soak) setup() error {
 	if err := s.makeDirs(); err != nil {
 		return err
 	}
-	if err := s.prepareBinary(); err != nil {
+	bin, err := runner.Binary(s.cfg.bin, s.work) // --bin, or one built from the module
+	if err != nil {
 		return err
 	}
-	progress("generating the builds and starting the emulator")
+	s.bin = bin
+	runner.Progress("generating the builds and starting the emulator")
 	fx, err := startFixture(s.cfg.seed)
 	if err != nil {
 		return fmt.Errorf("start the emulator: %w", err)
 	}
 	s.fx = fx
 	// Last in, first out: the mount stops before the emulator it reads.
-	s.cl.add(fx.emu.Close)
+	s.cl.Add(fx.emu.Close)
 	fx.emu.SetTokenTTL((minTTL + maxTTL) / 2)
 	fx.emu.SetURLTTL((minTTL + maxTTL) / 2)
 	// Faults from the first request on: the mount's own start meets them too.
 	fx.emu.SetFaults(emulator.Faults{APIRate: s.cfg.faultRate, StorageRate: s.cfg.faultRate, Seed: s.cfg.seed})
 
-	progress("mounting %s", s.mnt)
+	runner.Progress("mounting %s", s.mnt)
 	emu := fx.emu
 	argv := []string{s.bin, "mount", "--api-url", emu.APIURL(), "--download-url", emu.DownloadURL(),
 		"--cache-dir", s.cacheDir, "--cache-size", cacheSize, "--disk-cache-size", diskCacheSize,
@@ -167,8 +169,8 @@ func (s *soak) setup() error {
 		return err
 	}
 	s.m = m
-	s.cl.add(func() {
-		if err := m.stop(); err != nil {
+	s.cl.Add(func() {
+		if err := m.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "soak: %v\n", err)
 		}
 	})
@@ -183,8 +185,8 @@ func (s *soak) makeDirs() error {
 	if s.work, err = os.MkdirTemp("", "appliveryfs-soak-"); err != nil {
 		return fmt.Errorf("scratch directory: %w", err)
 	}
-	s.cl.add(func() {
-		if isMounted(s.mnt) {
+	s.cl.Add(func() {
+		if runner.IsMounted(s.mnt) {
 			fmt.Fprintf(os.Stderr, "soak: not removing %s: %s is still mounted\n", s.work, s.mnt)
 			return
 		}
@@ -207,37 +209,9 @@ func (s *soak) makeDirs() error {
 	if s.copies, err = os.MkdirTemp(shm, "appliveryfs-soak-copies-"); err != nil {
 		return fmt.Errorf("copies directory: %w", err)
 	}
-	s.cl.add(func() { os.RemoveAll(s.copies) })
+	s.cl.Add(func() { os.RemoveAll(s.copies) })
 	if s.logs, err = os.MkdirTemp("", "appliveryfs-soak-logs-"); err != nil {
 		return fmt.Errorf("log directory: %w", err)
-	}
-	return nil
-}
-
-// prepareBinary uses --bin or builds appliveryfs from the module root.
-func (s *soak) prepareBinary() error {
-	if s.cfg.bin != "" {
-		abs, err := filepath.Abs(s.cfg.bin)
-		if err != nil {
-			return err
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return fmt.Errorf("--bin: %w", err)
-		}
-		s.bin = abs
-		return nil
-	}
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return fmt.Errorf("find the module root: run from inside the module or pass --bin (go env GOMOD: %q, %v)", gomod, err)
-	}
-	s.bin = filepath.Join(s.work, "appliveryfs")
-	progress("building %s", s.bin)
-	cmd := exec.Command("go", "build", "-o", s.bin, ".")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build appliveryfs: %v\n%s", err, out)
 	}
 	return nil
 }
@@ -247,33 +221,33 @@ func (s *soak) prepareBinary() error {
 func (s *soak) soak() {
 	s.began = time.Now()
 	s.end = s.began.Add(s.cfg.duration)
-	progress("%d readers for %v (start sample after %v); Ctrl-C stops early", s.cfg.readers, s.cfg.duration, s.cfg.warmUp)
+	runner.Progress("%d readers for %v (start sample after %v); Ctrl-C stops early", s.cfg.readers, s.cfg.duration, s.cfg.warmUp)
 
 	var readers, background sync.WaitGroup
 	// Registered after the mount: runs before it is stopped.
-	s.cl.add(func() {
+	s.cl.Add(func() {
 		s.killNow()
 		readers.Wait()
 		background.Wait()
 	})
 	readers.Add(s.cfg.readers)
 	for i := range s.cfg.readers {
-		s.cl.goSafe(readers.Done, func() { s.reader(i) })
+		s.cl.Go(readers.Done, func() { s.reader(i) })
 	}
 	bg, stopBackground := context.WithCancel(s.stop)
 	defer stopBackground()
 	for _, loop := range []func(context.Context){s.varyTTLs, s.dropCaches, s.sampleLoop} {
 		background.Add(1)
-		s.cl.goSafe(background.Done, func() { loop(bg) })
+		s.cl.Go(background.Done, func() { loop(bg) })
 	}
 
 	if sleepUntil(s.stop, s.began.Add(s.cfg.warmUp)) {
-		progress("start sample: waiting for the copies in flight")
+		runner.Progress("start sample: waiting for the copies in flight")
 		s.first = s.quiescedSample()
-		progress("start: RSS %s, %d goroutines", humanBytes(s.first.rss), s.first.goroutines)
+		runner.Progress("start: RSS %s, %d goroutines", humanBytes(s.first.rss), s.first.goroutines)
 	}
 	sleepUntil(s.stop, s.end)
-	progress("waiting for the copies in flight")
+	runner.Progress("waiting for the copies in flight")
 	readers.Wait()
 	s.ended = time.Now()
 	stopBackground()
@@ -283,7 +257,7 @@ func (s *soak) soak() {
 		return // the mount is gone: no end sample
 	}
 	s.last = s.settledSample()
-	progress("end: RSS %s, %d goroutines", humanBytes(s.last.rss), s.last.goroutines)
+	runner.Progress("end: RSS %s, %d goroutines", humanBytes(s.last.rss), s.last.goroutines)
 	m, err := scrape(s.m.metricsURL)
 	if err != nil {
 		s.note("end: %v", err)
@@ -307,8 +281,8 @@ func (s *soak) hang(o outcome) {
 			s.mu.Unlock()
 		}
 		s.note("%s: reader %d: %s %s hung; SIGQUIT to the mount for its goroutines (in %s), and the run stops",
-			when, o.reader, o.how, o.t.path, s.m.logPath)
-		s.m.dumpAndQuit()
+			when, o.reader, o.how, o.t.path, s.m.LogPath)
+		s.m.DumpAndQuit()
 		s.abortNow()
 	})
 }
@@ -350,7 +324,7 @@ func (s *soak) dropPageCache() bool {
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
 		s.cannotDrop = true
 		s.caveats = append(s.caveats, fmt.Sprintf("drop_caches: %v", err))
-		progress("drop_caches: %v", err)
+		runner.Progress("drop_caches: %v", err)
 		return false
 	}
 	s.drops++
@@ -361,9 +335,9 @@ func (s *soak) dropPageCache() bool {
 // if the mount dies: every copy after that would fail for the one cause.
 func (s *soak) sampleLoop(ctx context.Context) {
 	for sleepFor(ctx, sampleEvery) {
-		if !s.m.alive() && !s.hung.Load() {
+		if !s.m.Alive() && !s.hung.Load() {
 			s.note("the mount exited %v into the soak (%v); log %s:\n%s",
-				time.Since(s.began).Round(time.Second), s.m.waitErr, s.m.logPath, tail(s.m.logPath, 20))
+				time.Since(s.began).Round(time.Second), s.m.WaitErr(), s.m.LogPath, runner.Tail(s.m.LogPath, 20))
 			s.stopNow()
 			return
 		}
@@ -428,9 +402,9 @@ func (s *soak) settledSample() sample {
 func (s *soak) sample() (sample, error) {
 	smp := sample{at: time.Since(s.began)}
 	smp.copies, _ = s.tally.snapshot()
-	rss, err := procStatus(s.m.pid(), "VmRSS")
+	rss, err := runner.ProcStatus(s.m.Pid(), "VmRSS")
 	if err == nil {
-		smp.rssAnon, err = procStatus(s.m.pid(), "RssAnon")
+		smp.rssAnon, err = runner.ProcStatus(s.m.Pid(), "RssAnon")
 	}
 	if err != nil {
 		return smp, err
@@ -452,7 +426,7 @@ func (s *soak) sample() (sample, error) {
 // note records a finding that is no copy's.
 func (s *soak) note(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	progress("%s", msg)
+	runner.Progress("%s", msg)
 	s.mu.Lock()
 	s.notes = append(s.notes, msg)
 	s.mu.Unlock()
@@ -467,10 +441,4 @@ func sleepFor(ctx context.Context, d time.Duration) bool {
 // done.
 func sleepUntil(ctx context.Context, t time.Time) bool {
 	return sleepFor(ctx, time.Until(t)) && ctx.Err() == nil
-}
-
-// progress logs what the soak is doing to stderr; the report goes to
-// stdout.
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }

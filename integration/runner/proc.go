@@ -1,0 +1,73 @@
+//go:build linux
+
+package runner
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/appliveryfs/appliveryfs/fs"
+)
+
+// IsMounted reports whether dir is a mountpoint.
+func IsMounted(dir string) bool {
+	m, _ := fs.IsMounted(dir)
+	return m
+}
+
+// MountsUnder lists the mountpoints at or below dir.
+func MountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && (f[1] == dir || strings.HasPrefix(f[1], dir+"/")) {
+			out = append(out, f[1])
+		}
+	}
+	return out
+}
+
+// ProcStatus returns a size field of /proc/PID/status, such as VmRSS or
+// VmHWM (the peak RSS), in bytes.
+func ProcStatus(pid int, field string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", field, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), field+":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse %s %q: %w", field, rest, err)
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// Tail returns the last n lines of a file, indented, for error messages.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "  (" + err.Error() + ")"
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "  (empty)"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	lines = lines[max(len(lines)-n, 0):]
+	return "  " + strings.Join(lines, "\n  ")
+}
