@@ -463,6 +463,8 @@ func TestPrefetchOff(t *testing.T) {
 	if got := readFull(t, r, len(src.data), 64<<10); !bytes.Equal(got, src.data) {
 		t.Fatal("wrong bytes")
 	}
+	r.Close()
+	c.Close() // bytes stream to readers before their fill counts itself: wait for the fills
 	if st := c.Stats(); st.Prefetches != 0 || st.Fetches != 16 {
 		t.Errorf("MaxAhead 0: %d prefetches, %d fetches; want none ahead, one per block", st.Prefetches, st.Fetches)
 	}
