@@ -19,19 +19,20 @@ import (
 // The metrics, read from the counters api, cache and fs keep: a collector
 // over them, not a second set of counters to keep in step.
 var (
-	mFetched   = metric("storage_fetched_bytes_total", "Bytes fetched from storage.")
-	mServed    = metric("served_bytes_total", "Bytes returned to readers.")
+	// In no particular order; allMetrics lists them for Describe.
 	mHits      = metric("cache_hits_total", "Block reads served by a cache tier.", "tier")
 	mMisses    = metric("cache_misses_total", "Block reads a cache tier did not have.", "tier")
+	mRetries   = metric("retries_total", "Requests retried after a temporary failure, by cause.", "cause")
+	mFetched   = metric("storage_fetched_bytes_total", "Bytes fetched from storage.")
+	mServed    = metric("served_bytes_total", "Bytes returned to readers.")
 	mPrefetch  = metric("prefetched_blocks_total", "Blocks fetched ahead of a sequential reader.")
 	mWasted    = metric("prefetch_wasted_blocks_total", "Prefetched blocks evicted before any reader read them.")
-	mRefetched = metric("refetched_blocks_total", "Blocks fetched from storage again after an eviction.")
-	mMinted    = metric("tokens_minted_total", "Download tokens minted.")
 	mRemints   = metric("remints_total", "Tokens minted again, by what made the previous URL or token unusable.", "reason")
-	mRetries   = metric("retries_total", "Requests retried after a temporary failure, by cause.", "cause")
+	mMinted    = metric("tokens_minted_total", "Download tokens minted.")
+	mRefetched = metric("refetched_blocks_total", "Blocks fetched from storage again after an eviction.")
+	mErrors    = metric("errors_total", "Errors returned to readers, by errno.", "errno")
 	mVerified  = metric("files_verified_total", "Files whose whole content matched the API's checksum.")
 	mMismatch  = metric("checksum_mismatches_total", "Files whose content did not match the API's checksum.")
-	mErrors    = metric("errors_total", "Errors returned to readers, by errno.", "errno")
 	mOpen      = metric("open_files", "Build files open.")
 	mDisk      = metric("disk_cache_bytes", "Bytes of blocks in the disk cache.")
 	mMemory    = metric("memory_cache_bytes", "Memory held by blocks: cached, in flight, queued for disk.")

@@ -94,24 +94,9 @@ func (b *bench) setup() error {
 // removed at the end unless something is still mounted below it.
 func (b *bench) makeDirs() error {
 	var err error
-	if b.work, err = os.MkdirTemp("", "appliveryfs-bench-"); err != nil {
-		return fmt.Errorf("scratch directory: %w", err)
+	if b.work, err = b.cleanup.ScratchDir("bench", "appliveryfs-bench-"); err != nil {
+		return err
 	}
-	b.cleanup.Add(func() {
-		if left := runner.MountsUnder(b.work); len(left) > 0 {
-			fmt.Fprintf(os.Stderr, "bench: not removing %s: still mounted: %s\n", b.work, strings.Join(left, " "))
-			return
-		}
-		// Retried: a figure interrupted meanwhile may still create a
-		// directory in it.
-		for range 3 {
-			if err := os.RemoveAll(b.work); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		fmt.Fprintf(os.Stderr, "bench: could not remove %s\n", b.work)
-	})
 	if b.logs, err = os.MkdirTemp("", "appliveryfs-bench-logs-"); err != nil {
 		return fmt.Errorf("log directory: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/appliveryfs/appliveryfs/integration/emulator"
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 // Where the benchmark build lives in the sample data.
@@ -196,17 +197,9 @@ func getRange(c *http.Client, u string, n int) ([]byte, error) {
 		return nil, err
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=0-%d", n-1))
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := runner.Fetch(c, req, http.StatusPartialContent)
 	if err != nil {
 		return nil, fmt.Errorf("storage Range request: %w", err)
-	}
-	if resp.StatusCode != http.StatusPartialContent {
-		return nil, fmt.Errorf("storage Range request: %s, want 206", resp.Status)
 	}
 	return body, nil
 }

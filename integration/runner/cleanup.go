@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Cleanup runs registered functions once, last registered first: at the
@@ -112,4 +114,29 @@ func (c *Cleanup) Go(done func(), fn func()) {
 		}()
 		fn()
 	}()
+}
+
+// ScratchDir makes a temporary directory named after pattern and removes
+// it at cleanup, unless something is still mounted below it: removing a
+// live mount's files would read, or hang on, the mount.
+func (c *Cleanup) ScratchDir(prog, pattern string) (string, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	c.Add(func() {
+		if left := MountsUnder(dir); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "%s: not removing %s: still mounted: %s\n", prog, dir, strings.Join(left, " "))
+			return
+		}
+		// Retried: work interrupted meanwhile may still create files in it.
+		for range 3 {
+			if err := os.RemoveAll(dir); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Fprintf(os.Stderr, "%s: could not remove %s\n", prog, dir)
+	})
+	return dir, nil
 }

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -70,4 +72,21 @@ func Tail(path string, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	lines = lines[max(len(lines)-n, 0):]
 	return "  " + strings.Join(lines, "\n  ")
+}
+
+// Fetch sends req with c and returns the body of an answer of status want.
+func Fetch(c *http.Client, req *http.Request, want int) ([]byte, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s, want %d", resp.Status, want)
+	}
+	return body, nil
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -64,17 +63,13 @@ var scrapeClient = &http.Client{Timeout: 10 * time.Second}
 // scrape reads the Prometheus text format into a map from the series
 // (name and labels, as written) to its value.
 func scrape(url string) (map[string]float64, error) {
-	resp, err := scrapeClient.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("scrape metrics: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := runner.Fetch(scrapeClient, req, http.StatusOK)
 	if err != nil {
 		return nil, fmt.Errorf("scrape metrics: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape metrics: %s", resp.Status)
 	}
 	out := map[string]float64{}
 	for _, line := range strings.Split(string(body), "\n") {

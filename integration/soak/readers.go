@@ -185,6 +185,13 @@ func (s *soak) copyCP(ctx context.Context, o outcome, started func(int64)) outco
 		verify(&o, f, o.t)
 		f.Close()
 	}
+	o.finish(ctx, err, out.Bytes(), openErr)
+	return o
+}
+
+// finish records how a copy ended: whole, timed out, the tool failing
+// (with what it said), or a copy that could not be opened to verify.
+func (o *outcome) finish(ctx context.Context, err error, said []byte, openErr error) {
 	if err == nil && openErr == nil {
 		o.checkComplete(o.t)
 	}
@@ -192,11 +199,10 @@ func (s *soak) copyCP(ctx context.Context, o outcome, started func(int64)) outco
 	case ctx.Err() == context.DeadlineExceeded:
 		o.err = fmt.Sprintf("timed out after %v", copyTimeout)
 	case err != nil:
-		o.err = fmt.Sprintf("%v: %s", err, bytes.TrimSpace(out.Bytes()))
+		o.err = fmt.Sprintf("%v: %s", err, bytes.TrimSpace(said))
 	case openErr != nil:
 		o.err = "open the copy: " + openErr.Error()
 	}
-	return o
 }
 
 // copyDD reads the file with dd and verifies its output as it streams.
@@ -217,15 +223,7 @@ func (s *soak) copyDD(ctx context.Context, o outcome, bs string, started func(in
 	verify(&o, stdout, o.t)
 	err = cmd.Wait()
 	o.took = time.Since(o.at)
-	if err == nil {
-		o.checkComplete(o.t)
-	}
-	switch {
-	case ctx.Err() == context.DeadlineExceeded:
-		o.err = fmt.Sprintf("timed out after %v", copyTimeout)
-	case err != nil:
-		o.err = fmt.Sprintf("%v: %s", err, bytes.TrimSpace(stderr.Bytes()))
-	}
+	o.finish(ctx, err, stderr.Bytes(), nil)
 	return o
 }
 

@@ -182,18 +182,9 @@ func (s *soak) setup() error {
 // are kept.
 func (s *soak) makeDirs() error {
 	var err error
-	if s.work, err = os.MkdirTemp("", "appliveryfs-soak-"); err != nil {
-		return fmt.Errorf("scratch directory: %w", err)
+	if s.work, err = s.cl.ScratchDir("soak", "appliveryfs-soak-"); err != nil {
+		return err
 	}
-	s.cl.Add(func() {
-		if runner.IsMounted(s.mnt) {
-			fmt.Fprintf(os.Stderr, "soak: not removing %s: %s is still mounted\n", s.work, s.mnt)
-			return
-		}
-		if err := os.RemoveAll(s.work); err != nil {
-			fmt.Fprintf(os.Stderr, "soak: %v\n", err)
-		}
-	})
 	s.mnt, s.cacheDir = filepath.Join(s.work, "mnt"), filepath.Join(s.work, "cache")
 	for _, d := range []string{s.mnt, s.cacheDir} {
 		if err := os.Mkdir(d, 0o755); err != nil {
