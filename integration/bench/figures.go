@@ -17,10 +17,14 @@ const (
 	cappedLatency   = 20 * time.Millisecond
 )
 
-// Metric keys. Throughputs are in MiB/s, times in ms, sizes in bytes.
+// Metric keys. Throughputs are in MiB/s, times in ms, sizes in bytes, CPU
+// in seconds per GiB read.
 const (
 	keyColdOurs       = "cold.appliveryfs"
 	keyColdCurl       = "cold.curl"
+	keyColdCurlCPU    = "cold.curl.cpu"
+	keyCappedCurlCPU  = "capped.curl.cpu"
+	keyRemountCPU     = "remount.cpu"
 	keyWarmOurs       = "warm.appliveryfs"
 	keyWarmLocal      = "warm.local"
 	keyRemountOurs    = "remount.appliveryfs"
@@ -39,11 +43,11 @@ const (
 )
 
 // copyKeys name the metrics of one cold copy through a mount.
-type copyKeys struct{ speed, tokens, rss string }
+type copyKeys struct{ speed, tokens, rss, cpu string }
 
 var (
-	coldKeys   = copyKeys{keyColdOurs, "cold.tokens", "cold.rss"}
-	cappedKeys = copyKeys{keyCappedOurs, "capped.tokens", "capped.rss"}
+	coldKeys   = copyKeys{keyColdOurs, "cold.tokens", "cold.rss", "cold.cpu"}
+	cappedKeys = copyKeys{keyCappedOurs, "capped.tokens", "capped.rss", "capped.cpu"}
 )
 
 // rcloneKey names an rclone metric, e.g. rcloneKey("full", "cold").
@@ -127,18 +131,30 @@ func (b *bench) sequentialOurs() error {
 	m, err = b.mountOurs("remount", cacheDir)
 	return withMount(m, err, func(m *mountProc) error {
 		var before, after emulator.Counters
-		d, err := remountRead(m, size, func() { before = b.fx.emu.Counters() }, func() { after = b.fx.emu.Counters() })
+		var cpu0, cpu1 time.Duration
+		d, err := remountRead(m, size, func() { before, cpu0 = b.fx.emu.Counters(), cpuOf(m) },
+			func() { after, cpu1 = b.fx.emu.Counters(), cpuOf(m) })
 		if err != nil {
 			return err
 		}
 		fetched, tokens := after.StorageBytes-before.StorageBytes, after.TokensMinted-before.TokensMinted
+		cpu := cpuPerGiB(cpu1-cpu0, size)
 		b.res.add(keyRemountOurs, mibPerSec(size, d))
 		b.res.add(keyRemountBytes, float64(fetched))
 		b.res.add(keyRemountTokens, float64(tokens))
-		runner.Progress("  %s: read after remount and drop_caches %.0f MiB/s; %s from storage, %d token(s)",
-			m.Label, mibPerSec(size, d), humanBytes(fetched), tokens)
+		b.res.add(keyRemountCPU, cpu)
+		runner.Progress("  %s: read after remount and drop_caches %.0f MiB/s, %.2f CPU-s/GiB; %s from storage, %d token(s)",
+			m.Label, mibPerSec(size, d), cpu, humanBytes(fetched), tokens)
 		return nil
 	})
+}
+
+// cpuOf is the mount process's CPU time so far; 0 if it cannot be read
+// (the figure then shows the whole read as free, and the mount's own
+// errors say why).
+func cpuOf(m *mountProc) time.Duration {
+	d, _ := runner.CPUTime(m.Pid())
+	return d
 }
 
 // remountRead reads the whole file of a fresh mount with the page cache
@@ -165,7 +181,15 @@ func (b *bench) coldCopy(m *mountProc, k copyKeys) error {
 		return err
 	}
 	before := b.fx.emu.Counters()
+	cpu0, err := runner.CPUTime(m.Pid())
+	if err != nil {
+		return err
+	}
 	d, err := ddRead(m.path(), size)
+	if err != nil {
+		return err
+	}
+	cpu1, err := runner.CPUTime(m.Pid())
 	if err != nil {
 		return err
 	}
@@ -175,11 +199,13 @@ func (b *bench) coldCopy(m *mountProc, k copyKeys) error {
 		return err
 	}
 	fetched, tokens := after.StorageBytes-before.StorageBytes, after.TokensMinted-before.TokensMinted
+	cpu := cpuPerGiB(cpu1-cpu0, size)
 	b.res.add(k.speed, mibPerSec(size, d))
 	b.res.add(k.tokens, float64(tokens))
 	b.res.add(k.rss, float64(rss))
-	runner.Progress("  %s: cold cp %.0f MiB/s; %d token(s); %s from storage (%.2fx the file) in %d requests; peak RSS %s",
-		m.Label, mibPerSec(size, d), tokens, humanBytes(fetched), float64(fetched)/float64(size),
+	b.res.add(k.cpu, cpu)
+	runner.Progress("  %s: cold cp %.0f MiB/s, %.2f CPU-s/GiB; %d token(s); %s from storage (%.2fx the file) in %d requests; peak RSS %s",
+		m.Label, mibPerSec(size, d), cpu, tokens, humanBytes(fetched), float64(fetched)/float64(size),
 		after.StorageRequests-before.StorageRequests, humanBytes(rss))
 	return nil
 }
@@ -188,12 +214,13 @@ func (b *bench) coldCopy(m *mountProc, k copyKeys) error {
 // after drop_caches.
 func (b *bench) sequentialBaselines() error {
 	size := b.fx.size()
-	d, err := b.fx.curlDownload()
+	d, cpu, err := b.fx.curlDownload()
 	if err != nil {
 		return err
 	}
 	b.res.add(keyColdCurl, mibPerSec(size, d))
-	runner.Progress("  curl: mint + curl -L %.0f MiB/s", mibPerSec(size, d))
+	b.res.add(keyColdCurlCPU, cpuPerGiB(cpu, size))
+	runner.Progress("  curl: mint + curl -L %.0f MiB/s, %.2f CPU-s/GiB", mibPerSec(size, d), cpuPerGiB(cpu, size))
 
 	if _, err := ddRead(b.local, size); err != nil { // fills the page cache
 		return err
@@ -288,12 +315,13 @@ func (b *bench) cappedRun() error {
 		return err
 	}
 
-	d, err := b.fx.curlDownload()
+	d, cpu, err := b.fx.curlDownload()
 	if err != nil {
 		return err
 	}
 	b.res.add(keyCappedCurl, mibPerSec(size, d))
-	runner.Progress("  curl: mint + curl -L %.1f MiB/s", mibPerSec(size, d))
+	b.res.add(keyCappedCurlCPU, cpuPerGiB(cpu, size))
+	runner.Progress("  curl: mint + curl -L %.1f MiB/s, %.2f CPU-s/GiB", mibPerSec(size, d), cpuPerGiB(cpu, size))
 
 	b.rcloneRuns(true)
 	return nil

@@ -132,16 +132,16 @@ func (fx *fixture) apiGet(c *http.Client, u string, v any) error {
 
 // curlDownload mints a token and downloads the file with curl -L through
 // the download host's redirect; the time covers both.
-func (fx *fixture) curlDownload() (time.Duration, error) {
+func (fx *fixture) curlDownload() (elapsed, cpu time.Duration, err error) {
 	start := time.Now()
 	token, err := fx.mint(fx.client)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if _, err := curlGet(fx.downloadURL(token), fx.size()); err != nil {
-		return 0, err
+	if _, cpu, err = curlGet(fx.downloadURL(token), fx.size()); err != nil {
+		return 0, 0, err
 	}
-	return time.Since(start), nil
+	return time.Since(start), cpu, nil
 }
 
 // directHead is the baseline of the time to first byte: mint a token,

@@ -188,7 +188,7 @@ func (b *bench) leverMount(capped bool, c mountConfig) error {
 	m, err := b.mountOurs(label, cacheDir, c.args()...)
 	return withMount(m, err, func(m *mountProc) error {
 		k := leverKey(cold, c)
-		if err := b.coldCopy(m, copyKeys{k, k + ".tokens", k + ".rss"}); err != nil {
+		if err := b.coldCopy(m, copyKeys{k, k + ".tokens", k + ".rss", k + ".cpu"}); err != nil {
 			return err
 		}
 		if capped {

@@ -54,17 +54,26 @@ func ddRead(path string, want int64) (time.Duration, error) {
 
 // curlGet downloads url to /dev/null following redirects and returns the
 // wall time. It fails unless exactly want bytes arrived.
-func curlGet(url string, want int64) (time.Duration, error) {
+func curlGet(url string, want int64) (elapsed, cpu time.Duration, err error) {
 	start := time.Now()
-	out, err := command("curl", "-sS", "-L", "--noproxy", "*", "-o", "/dev/null", "-w", "%{size_download}", url)
-	elapsed := time.Since(start)
+	cmd := exec.Command("curl", "-sS", "-L", "--noproxy", "*", "-o", "/dev/null", "-w", "%{size_download}", url)
+	cmd.Dir = os.TempDir()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	elapsed = time.Since(start)
 	if err != nil {
-		return 0, err
+		return 0, 0, fmt.Errorf("curl %s: %w: %s", url, err, bytes.TrimSpace(out.Bytes()))
 	}
-	if got, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); got != want {
-		return 0, fmt.Errorf("curl %s: downloaded %q bytes, want %d", url, out, want)
+	if got, _ := strconv.ParseInt(strings.TrimSpace(out.String()), 10, 64); got != want {
+		return 0, 0, fmt.Errorf("curl %s: downloaded %q bytes, want %d", url, out.String(), want)
 	}
-	return elapsed, nil
+	return elapsed, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// cpuPerGiB is CPU seconds spent per GiB of size.
+func cpuPerGiB(cpu time.Duration, size int64) float64 {
+	return cpu.Seconds() / (float64(size) / (1 << 30))
 }
 
 var unzipTotal = regexp.MustCompile(`(\d+)\s+files?\s*$`)

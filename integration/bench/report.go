@@ -69,12 +69,15 @@ func (b *bench) rows() []row {
 	ahead := func(r float64) bool { return r > 1 }
 
 	add(b.speedRow("1 cold cp, no caps", keyColdOurs, "mint + curl -L", keyColdCurl, ">= 0.9x curl", atLeast(0.9)))
+	add(b.cpuRow("1   CPU-s/GiB of the process", "cold.cpu", "curl", keyColdCurlCPU, 3))
 	add(b.rcloneRows("1   vs", "cold", "", nil)...)
 	add(b.speedRow("2 cold cp, 32 MiB/s/conn + 20 ms", keyCappedOurs, "mint + curl -L", keyCappedCurl, ">= 6x curl", atLeast(6)))
+	add(b.cpuRow("2   CPU-s/GiB of the process", "capped.cpu", "curl", keyCappedCurlCPU, 3))
 	add(b.rcloneRows("2   vs", "capped", "> 1x (ahead)", ahead)...)
 	add(b.speedRow("3a warm re-read, same mount", keyWarmOurs, "local copy, warm page cache", keyWarmLocal, ">= 0.8x local", atLeast(0.8)))
 	add(b.rcloneRows("3a  vs", "warm", "", nil)...)
 	add(b.speedRow("3b remount, same --cache-dir", keyRemountOurs, "local copy after drop_caches", keyRemountLocal, ">= 0.8x local", atLeast(0.8)))
+	add(b.cpuRow("3b   CPU-s/GiB of the process", keyRemountCPU, "", "", 1.5))
 	add(b.countRow("3b   storage bytes during it", keyRemountBytes, "0"))
 	add(b.countRow("3b   tokens minted during it", keyRemountTokens, "0"))
 	add(b.rcloneRemountRows()...)
@@ -138,6 +141,23 @@ func (b *bench) rcloneRemountRows() []row {
 }
 
 // countRow shows the worst run of a count whose target is zero.
+// cpuRow shows the mount process's CPU seconds per GiB read (utime +
+// stime) beside a baseline's, against the ceiling.
+func (b *bench) cpuRow(figure, oursKey, baseLabel, baseKey string, ceiling float64) row {
+	r := row{figure: figure, ours: "n/a", baseline: "-", ratio: "-", target: fmt.Sprintf("<= %.1f", ceiling), met: "n/a"}
+	ours, ok := b.res.median(oursKey)
+	if ok {
+		r.ours, r.met = fmt.Sprintf("%.2f", ours), yesNo(ours <= ceiling)
+	}
+	if base, ok2 := b.res.median(baseKey); baseKey != "" && ok2 {
+		r.baseline = fmt.Sprintf("%s: %.2f", baseLabel, base)
+		if ok && base > 0 {
+			r.ratio = fmt.Sprintf("%.1fx", ours/base)
+		}
+	}
+	return r
+}
+
 func (b *bench) countRow(figure, key, target string) row {
 	r := row{figure: figure, ours: "n/a", baseline: "-", ratio: "-", target: target, met: "n/a"}
 	if v, ok := b.res.worst(key); ok {

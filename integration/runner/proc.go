@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/appliveryfs/appliveryfs/fs"
 )
@@ -89,4 +90,28 @@ func Fetch(c *http.Client, req *http.Request, want int) ([]byte, error) {
 		return nil, fmt.Errorf("%s, want %d", resp.Status, want)
 	}
 	return body, nil
+}
+
+// CPUTime is the user and system CPU time a process has used, from
+// /proc/PID/stat (in the kernel's USER_HZ ticks, 100 a second).
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which may hold spaces: state is the
+	// first; utime and stime are fields 14 and 15 of the whole line.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100), nil
 }
