@@ -210,22 +210,33 @@ func (b *bench) coldCopy(m *mountProc, k copyKeys) error {
 	return nil
 }
 
-// sequentialBaselines measures curl and reads of the local copy, warm and
-// after drop_caches.
-func (b *bench) sequentialBaselines() error {
+// curlRun downloads the file with curl through mint and redirect, and
+// records its speed and CPU per GiB under the given keys.
+func (b *bench) curlRun(speedKey, cpuKey string) error {
 	size := b.fx.size()
 	d, cpu, err := b.fx.curlDownload()
 	if err != nil {
 		return err
 	}
-	b.res.add(keyColdCurl, mibPerSec(size, d))
-	b.res.add(keyColdCurlCPU, cpuPerGiB(cpu, size))
-	runner.Progress("  curl: mint + curl -L %.0f MiB/s, %.2f CPU-s/GiB", mibPerSec(size, d), cpuPerGiB(cpu, size))
+	b.res.add(speedKey, mibPerSec(size, d))
+	b.res.add(cpuKey, cpuPerGiB(cpu, size))
+	runner.Progress("  curl: mint + curl -L %.1f MiB/s, %.2f CPU-s/GiB", mibPerSec(size, d), cpuPerGiB(cpu, size))
+	return nil
+}
+
+// sequentialBaselines measures curl and reads of the local copy, warm and
+// after drop_caches.
+func (b *bench) sequentialBaselines() error {
+	size := b.fx.size()
+	if err := b.curlRun(keyColdCurl, keyColdCurlCPU); err != nil {
+		return err
+	}
 
 	if _, err := ddRead(b.local, size); err != nil { // fills the page cache
 		return err
 	}
-	if d, err = ddRead(b.local, size); err != nil {
+	d, err := ddRead(b.local, size)
+	if err != nil {
 		return err
 	}
 	b.res.add(keyWarmLocal, mibPerSec(size, d))
@@ -308,20 +319,15 @@ func (b *bench) cappedRun() error {
 		return err
 	}
 	defer end()
-	size := b.fx.size()
 
 	m, err := b.mountOurs("capped", cacheDir)
 	if err := withMount(m, err, func(m *mountProc) error { return b.coldCopy(m, cappedKeys) }); err != nil {
 		return err
 	}
 
-	d, cpu, err := b.fx.curlDownload()
-	if err != nil {
+	if err := b.curlRun(keyCappedCurl, keyCappedCurlCPU); err != nil {
 		return err
 	}
-	b.res.add(keyCappedCurl, mibPerSec(size, d))
-	b.res.add(keyCappedCurlCPU, cpuPerGiB(cpu, size))
-	runner.Progress("  curl: mint + curl -L %.1f MiB/s, %.2f CPU-s/GiB", mibPerSec(size, d), cpuPerGiB(cpu, size))
 
 	b.rcloneRuns(true)
 	return nil
