@@ -101,16 +101,24 @@ func (c *Cache) reserve(ctx context.Context, demand bool) error {
 // already, or that no prefetch brought. A prefetched block nobody has read
 // is a sequential reader's next bytes: evicting it for another reader's
 // prefetch would only make the first fetch it again, so a prefetch never
-// does, and a demand read does only when nothing else is left.
+// does, and a demand read does only when nothing else is near the old end.
+// Passing over such a block moves it to the recent end, so the scan is
+// bounded and costs no allocation, whatever the size of the cache.
 func (c *Cache) evictOne(demand bool) bool {
-	keys := c.lru.Keys() // oldest first
-	for _, k := range keys {
-		if b, ok := c.lru.Peek(k); ok && (!b.prefetched || b.read.Load()) {
+	const scan = 16
+	for range min(scan, c.lru.Len()) {
+		k, b, ok := c.lru.GetOldest()
+		if !ok {
+			return false
+		}
+		if !b.prefetched || b.read.Load() {
 			return c.lru.Remove(k)
 		}
+		c.lru.Get(k) // spared: to the recent end
 	}
-	if !demand || len(keys) == 0 {
+	if !demand {
 		return false
 	}
-	return c.lru.Remove(keys[0])
+	_, _, ok := c.lru.RemoveOldest()
+	return ok
 }

@@ -209,40 +209,10 @@ type expectedFile struct {
 // expectedFiles lists every build file of the data, per the tree contract.
 func expectedFiles(emu *emulator.Server) []expectedFile {
 	var out []expectedFile
-	for _, o := range emu.Data().Orgs {
-		for _, a := range o.Apps {
-			for _, b := range a.Builds {
-				if b.Status != "processed" {
-					continue
-				}
-				for _, typ := range []string{"auto", "file", "aab"} {
-					data, ok := emu.Object(b.ID, typ)
-					if !ok {
-						continue
-					}
-					out = append(out, expectedFile{org: o, appData: a, build: b, typ: typ,
-						name: typ + "." + extFor(b, typ), data: data})
-				}
-			}
-		}
+	for _, f := range emu.TreeFiles() {
+		out = append(out, expectedFile{org: f.Org, appData: f.App, build: f.Build, typ: f.Type, name: f.Name, data: f.Data})
 	}
 	return out
-}
-
-func extFor(b *emulator.Build, typ string) string {
-	switch {
-	case typ == "aab":
-		return "aab"
-	case b.OS == "android":
-		return "apk"
-	case typ == "auto":
-		return "plist"
-	case b.OS == "ios":
-		return "ipa"
-	case b.OS == "macos":
-		return "pkg"
-	}
-	return b.OriginalExtension
 }
 
 func (e expectedFile) path(mnt string) string {

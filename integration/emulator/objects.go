@@ -171,3 +171,52 @@ func mimeType(name string) string {
 	}
 	return "application/octet-stream"
 }
+
+// MountExt is the extension the mounted tree gives a build's file of a
+// download type (README, The tree): what tests and the soak expect to find.
+func MountExt(b *Build, typ string) string {
+	switch {
+	case typ == typeAAB:
+		return "aab"
+	case b.OS == "android":
+		return "apk"
+	case typ == typeAuto:
+		return "plist"
+	case b.OS == "ios":
+		return "ipa"
+	case b.OS == "macos":
+		return "pkg"
+	}
+	return b.OriginalExtension
+}
+
+// TreeFile is one file the mounted tree shows for the emulator's data.
+type TreeFile struct {
+	Org   *Org
+	App   *App
+	Build *Build
+	Type  string // auto, file or aab
+	Name  string // as the tree names it: file.ipa
+	Data  []byte
+}
+
+// TreeFiles lists every file of a processed build, as the tree contract
+// (README, The tree) says a mount shows it: what tests expect to read.
+func (s *Server) TreeFiles() []TreeFile {
+	var out []TreeFile
+	for _, o := range s.data.Orgs {
+		for _, a := range o.Apps {
+			for _, b := range a.Builds {
+				if b.Status != statusProcessed {
+					continue
+				}
+				for _, typ := range []string{typeAuto, typeFile, typeAAB} {
+					if data, ok := s.Object(b.ID, typ); ok {
+						out = append(out, TreeFile{o, a, b, typ, typ + "." + MountExt(b, typ), data})
+					}
+				}
+			}
+		}
+	}
+	return out
+}

@@ -79,54 +79,24 @@ func startFixture(seed uint64) (*fixture, error) {
 		return nil, err
 	}
 	fx := &fixture{emu: emu}
-	for _, org := range ds.Orgs {
-		for _, app := range org.Apps {
-			for _, b := range app.Builds {
-				if b.Status != "processed" {
-					continue
-				}
-				for _, typ := range []string{"auto", "file", "aab"} {
-					data, ok := emu.Object(b.ID, typ)
-					if !ok {
-						continue
-					}
-					kind := kindSample // an OTA manifest of a big build too
-					switch {
-					case b.PackageName == soakPackage && typ == "file":
-						kind = kindBig
-					case app.Slug == "nightly":
-						kind = kindTiny
-					}
-					fx.files[kind] = append(fx.files[kind], &target{
-						path: path.Join(org.Slug, app.Slug, b.ID, typ+"."+extFor(b, typ)),
-						kind: kind, data: data, sum: sha256.Sum256(data),
-					})
-				}
-			}
+	for _, f := range emu.TreeFiles() {
+		kind := kindSample // an OTA manifest of a big build too
+		switch {
+		case f.Build.PackageName == soakPackage && f.Type == "file":
+			kind = kindBig
+		case f.App.Slug == "nightly":
+			kind = kindTiny
 		}
+		fx.files[kind] = append(fx.files[kind], &target{
+			path: path.Join(f.Org.Slug, f.App.Slug, f.Build.ID, f.Name),
+			kind: kind, data: f.Data, sum: sha256.Sum256(f.Data),
+		})
 	}
 	if len(fx.files[kindBig]) != len(bigBuilds) || len(fx.files[kindSample]) == 0 || len(fx.files[kindTiny]) == 0 {
 		emu.Close()
 		return nil, fmt.Errorf("fixture: found %d big, %d sample and %d tiny files", len(fx.files[kindBig]), len(fx.files[kindSample]), len(fx.files[kindTiny]))
 	}
 	return fx, nil
-}
-
-// extFor is the extension the mount gives a build's file of a type.
-func extFor(b *emulator.Build, typ string) string {
-	switch {
-	case typ == "aab":
-		return "aab"
-	case b.OS == "android":
-		return "apk"
-	case typ == "auto":
-		return "plist"
-	case b.OS == "ios":
-		return "ipa"
-	case b.OS == "macos":
-		return "pkg"
-	}
-	return b.OriginalExtension
 }
 
 // pick chooses a file: a kind by kindWeights, then a file of it.
