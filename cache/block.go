@@ -25,6 +25,7 @@ type block struct {
 
 	prefetched bool        // started ahead of the reader
 	read       atomic.Bool // some reader copied from it
+	ahead      atomic.Bool // prefetched, counted in the budget's ahead until settled
 
 	mu     sync.Mutex
 	filled int           // leading bytes of data that are final
@@ -43,8 +44,27 @@ func newBlock(size int64, epoch uint64, mem *budget) *block {
 // unref lets go of one hold on the block's memory.
 func (b *block) unref() {
 	if b.refs.Add(-1) == 0 {
+		b.settle(aheadDropped)
 		b.mem.release()
 	}
+}
+
+// markRead records that a reader copied from the block.
+func (b *block) markRead() {
+	if !b.read.Load() {
+		b.read.Store(true)
+		b.settle(aheadRead)
+	}
+}
+
+// settle ends the prefetched block's wait for a reader, if it still waits,
+// and reports whether it did.
+func (b *block) settle(how aheadOutcome) bool {
+	if !b.ahead.Swap(false) {
+		return false
+	}
+	b.mem.settle(how)
+	return true
 }
 
 func (b *block) release() { b.state.release() }

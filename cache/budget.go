@@ -15,17 +15,38 @@ var errNoRoom = errors.New("memory budget full")
 // waiting for its disk write, has reserved a slot, and returns it when the
 // last of those lets go. Prefetch may take at most three quarters of the
 // slots, so a demand read always finds room once cached blocks are evicted.
+//
+// Prefetched blocks no reader has read yet are limited apart, additive
+// increase and multiplicative decrease as TCP's window is: each one read
+// allows one more, each a demand read had to evict unread halves what
+// may be ahead. When more readers share the budget than it holds blocks for,
+// prefetch shrinks to what they read instead of fetching bytes that are
+// evicted before anyone reads them.
 type budget struct {
 	slots int
 
-	mu    sync.Mutex
-	used  int
-	freed chan struct{} // closed (and replaced) when a slot is returned
+	mu       sync.Mutex
+	used     int
+	ahead    int           // slots held by prefetched blocks nobody has read yet
+	aheadMax int           // how many of those may be
+	starved  int           // demand reads that found no free slot and are making room
+	freed    chan struct{} // closed (and replaced) when a slot is returned
 }
 
 func newBudget(slots int) *budget {
-	return &budget{slots: slots, freed: make(chan struct{})}
+	m := &budget{slots: slots, freed: make(chan struct{})}
+	m.aheadMax = m.limit(false)
+	return m
 }
+
+// aheadOutcome is how a prefetched block's wait for its reader ended.
+type aheadOutcome int
+
+const (
+	aheadRead    aheadOutcome = iota // a reader read it: prefetch was right
+	aheadEvicted                     // evicted unread: prefetch outran the budget
+	aheadDropped                     // its fill failed or was cancelled: says nothing
+)
 
 // limit is how many slots may be in use for a reservation of this kind to succeed.
 func (m *budget) limit(demand bool) int {
@@ -35,15 +56,57 @@ func (m *budget) limit(demand bool) int {
 	return m.slots - m.slots/4
 }
 
-// tryReserve takes a slot if the kind's limit allows it.
+// tryReserve takes a slot if the kind's limit allows it. A prefetch's slot
+// counts as ahead until settle.
 func (m *budget) tryReserve(demand bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.used >= m.limit(demand) {
+	if m.used >= m.limit(demand) || !demand && (m.ahead >= m.aheadMax || m.starved > 0) {
 		return false
 	}
 	m.used++
+	if !demand {
+		m.ahead++
+	}
 	return true
+}
+
+// aheadRoom reports whether a prefetch may have a slot: the allowance has
+// room, and no demand read is waiting for one.
+func (m *budget) aheadRoom() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ahead < m.aheadMax && m.starved == 0
+}
+
+// starve counts a demand read that must make room (by +1, then -1 once it has).
+func (m *budget) starve(n int) {
+	m.mu.Lock()
+	m.starved += n
+	m.mu.Unlock()
+}
+
+// settle ends a prefetched block's wait for its reader, once per block.
+func (m *budget) settle(how aheadOutcome) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch how {
+	case aheadRead:
+		m.aheadMax = min(m.aheadMax+1, m.limit(false))
+	case aheadEvicted:
+		// Half of what was ahead, not of the allowance: that may be far
+		// above what the readers had fetched.
+		m.aheadMax = max(min(m.aheadMax, m.ahead)/2, 1)
+	}
+	m.ahead--
+}
+
+// unreserve returns a slot reserved for a block that was never made.
+func (m *budget) unreserve(demand bool) {
+	if !demand {
+		m.settle(aheadDropped)
+	}
+	m.release()
 }
 
 // release returns a slot and wakes whoever waits for room.
@@ -75,13 +138,26 @@ func (m *budget) inUse() int {
 // ctx allows; a prefetch never waits, and evicts nothing when even an empty
 // LRU would leave it no room (the slots are held by fills and disk writes).
 func (c *Cache) reserve(ctx context.Context, demand bool) error {
+	starving := false
+	defer func() {
+		if starving {
+			c.mem.starve(-1)
+		}
+	}()
 	for {
+		if !demand && !c.mem.aheadRoom() {
+			return errNoRoom // evicting would make no room for a prefetch
+		}
 		room := c.mem.room()
 		if c.mem.tryReserve(demand) {
 			return nil
 		}
 		if !demand && c.mem.inUse()-c.lru.Len() >= c.mem.limit(false) {
 			return errNoRoom
+		}
+		if demand && !starving {
+			starving = true // no prefetch takes the room this read makes
+			c.mem.starve(1)
 		}
 		if c.evictOne(demand) {
 			continue // its slot is back unless a disk write still holds it

@@ -198,7 +198,7 @@ func (c *Cache) Stats() Stats {
 // evicted is the LRU's callback: the block lets go of its memory, and a
 // prefetch nobody read was work for nothing.
 func (c *Cache) evicted(_ blockKey, b *block) {
-	if b.prefetched && !b.read.Load() {
+	if b.settle(aheadEvicted) {
 		c.stats.prefetchWasted.Add(1)
 	}
 	b.unref()

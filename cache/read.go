@@ -74,7 +74,7 @@ func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int
 		n := 0
 		if err == nil {
 			n = copy(p[:want], b.data[inBlock:inBlock+want])
-			b.read.Store(true)
+			b.markRead()
 		}
 		// The reader keeps its hold: it will likely read the rest of the
 		// block, and the fill must go on until it does or closes the file.
@@ -244,7 +244,7 @@ func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
 	switch b, ok := c.inflight[key]; {
 	case ok && !b.failed() && b.state.join():
 		c.mu.Unlock()
-		c.mem.release()
+		c.mem.unreserve(demand)
 		return b, nil
 	case c.lru.Contains(key):
 	case c.base.Err() != nil:
@@ -254,6 +254,7 @@ func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
 	default:
 		b := newBlock(f.blockLen(key.idx), f.epoch(), c.mem)
 		b.prefetched = !demand
+		b.ahead.Store(!demand)
 		c.stats.memMisses.Add(1)
 		fctx, cancel := context.WithTimeout(c.base, c.cfg.IOTimeout)
 		b.state.cancel = cancel
@@ -268,7 +269,7 @@ func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
 		return b, nil
 	}
 	c.mu.Unlock()
-	c.mem.release()
+	c.mem.unreserve(demand)
 	return nil, err
 }
 
