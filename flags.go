@@ -145,6 +145,7 @@ type mountFlags struct {
 	stopTimeout   time.Duration
 	fsName        string
 	metricsAddr   string
+	cpuProfile    string
 	log           *logFlags
 	// Only mount has these: demo always runs in the foreground.
 	daemon  bool
@@ -175,6 +176,7 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 		"on SIGINT or SIGTERM, how long reads in flight may finish after the mount is detached")
 	fl.StringVar(&m.fsName, "fsname", "appliveryfs", "the mount's source, as /proc/mounts and df show it")
 	fl.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `HOST:PORT` at /metrics")
+	fl.StringVar(&m.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the whole mount to `FILE` at unmount (go tool pprof)")
 	m.log = newLogFlags(fl)
 	return m
 }

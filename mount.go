@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -56,7 +57,7 @@ func runMount(fl *pflag.FlagSet, args []string, _, stderr io.Writer) error {
 	if bg != nil {
 		// Paths given relative to where the command ran still mean that,
 		// though the background process leaves it (see below).
-		for _, p := range []*string{&conn.tokenFile, &mf.cacheDir, &mf.logFile} {
+		for _, p := range []*string{&conn.tokenFile, &mf.cacheDir, &mf.logFile, &mf.cpuProfile} {
 			if *p != "" {
 				if *p, err = filepath.Abs(*p); err != nil {
 					return bg.fail(err)
@@ -128,6 +129,13 @@ func serve(client *api.Client, dir string, mf *mountFlags, logger *slog.Logger, 
 		UID: uint32(mf.uid), GID: uint32(mf.gid), DirTTL: mf.dirTTL, IOTimeout: mf.ioTimeout, Log: logger,
 		DropPageCache: !mf.kernelCache, Status: func() []byte { return o.summary() }})
 	o.fsys = fsys
+	if mf.cpuProfile != "" {
+		stop, err := startCPUProfile(mf.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if mf.metricsAddr != "" {
 		stop, err := serveMetrics(mf.metricsAddr, o, logger)
 		if err != nil {
@@ -192,4 +200,21 @@ func serve(client *api.Client, dir string, mf *mountFlags, logger *slog.Logger, 
 	}
 	logger.Info("unmounted", "dir", dir, "status", string(o.summary()))
 	return nil
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -226,6 +226,9 @@ func (b *bench) mountOurs(label, cacheDir string, extra ...string) (*mountProc, 
 		return nil, err
 	}
 	emu := b.fx.emu
+	if b.cfg.profileDir != "" {
+		extra = append(extra, "--cpu-profile", filepath.Join(b.cfg.profileDir, fmt.Sprintf("%02d-%s.pprof", b.seq, label)))
+	}
 	return b.mounts.start(mountSpec{file: b.fx.mountPath(), MountSpec: runner.MountSpec{
 		Label:   "appliveryfs (" + label + ")",
 		Dir:     dir,

@@ -8,7 +8,7 @@
 // flag of the mount at its default and at an alternative.
 //
 //	go run ./integration/bench [--size 1G] [--entries 2000] [--runs 3] [--bin PATH] [--keep-going]
-//	    [--levers=false | --only figures | --only levers]
+//	    [--levers=false | --only figures | --only levers] [--profile DIR]
 //
 // The Applivery emulator runs in this process on 127.0.0.1; each mount is
 // a subprocess of the appliveryfs binary, so that its peak RSS can be read
@@ -35,8 +35,9 @@ type config struct {
 	bin         string
 	keepGoing   bool
 	rcloneModes []string
-	figures     bool // measure the figures against their baselines
-	levers      bool // measure the tuning levers
+	profileDir  string // where each mount of ours writes its CPU profile; empty for none
+	figures     bool   // measure the figures against their baselines
+	levers      bool   // measure the tuning levers
 }
 
 func main() {
@@ -52,6 +53,7 @@ func parseFlags(args []string) (config, error) {
 	fl.StringVar(&cfg.bin, "bin", "", "appliveryfs binary to mount with (default: build one from the module)")
 	fl.BoolVar(&cfg.keepGoing, "keep-going", false, "after a failed figure, go on with the others")
 	modes := fl.String("rclone-modes", "off,full", "rclone --vfs-cache-mode values to compare with; empty to skip rclone")
+	fl.StringVar(&cfg.profileDir, "profile", "", "write a Go CPU profile of each appliveryfs mount into `DIR` (go tool pprof -top FILE)")
 	fl.BoolVar(&cfg.levers, "levers", true, "after the figures, measure each tuning lever of the mount")
 	only := fl.String("only", "", `"figures" or "levers": measure only that section`)
 	if err := fl.Parse(args); err != nil {
