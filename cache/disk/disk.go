@@ -122,6 +122,7 @@ type Cache struct {
 	rescanEvery time.Duration // defaultRescanEvery; tests shorten it
 
 	closed   atomic.Bool
+	direct   atomic.Bool  // block files through O_DIRECT
 	lastScan atomic.Int64 // UnixNano when the last block scan started
 
 	// evictMu serialises rescans and eviction, so concurrent writers that
@@ -229,19 +230,16 @@ func (c *Cache) ReadBlock(key Key, blockSize, idx int64, dst []byte) bool {
 	// Open the file even when the index does not list it: another process may
 	// have stored it since our last scan.
 	path := c.blockPath(id)
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			c.forget(id) // evicted by another process
-		} else {
-			c.note(causeOf("read", err), "err", err.Error())
-		}
+	ok, err := c.readBlockFile(path, dst)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		c.forget(id) // evicted by another process
 		return false
-	}
-	defer f.Close()
-	// The payload straight into dst, then its trailer.
-	if _, err := io.ReadFull(f, dst); err != nil || !trailerOK(f, dst) {
-		if c.reject(f, path, id) {
+	case err != nil:
+		c.note(causeOf("read", err), "err", err.Error())
+		return false
+	case !ok:
+		if c.reject(path, id) {
 			c.note("a damaged block was removed", "block", path)
 		}
 		return false
@@ -250,11 +248,39 @@ func (c *Cache) ReadBlock(key Key, blockSize, idx int64, dst []byte) bool {
 	return true
 }
 
+// readBlockFile reads the payload of a block file into dst, through
+// O_DIRECT when c uses it and dst is aligned, and reports whether it is
+// exactly len(dst) bytes that match their trailer.
+func (c *Cache) readBlockFile(path string, dst []byte) (bool, error) {
+	if c.direct.Load() && aligned(dst) {
+		ok, err := readDirectFile(path, dst)
+		if !refusedDirect(err) {
+			return ok, err
+		}
+		c.directRefused(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	// The payload straight into dst, then its trailer.
+	if _, err := io.ReadFull(f, dst); err != nil {
+		return false, nil
+	}
+	return trailerOK(f, dst), nil
+}
+
 // reject handles a block file that did not hold the verified bytes asked
 // for. A file that is intact but of another length is kept, since the caller
 // asked the wrong question; anything else is torn or corrupt and is removed.
 // It reports whether the file was damaged.
-func (c *Cache) reject(f *os.File, path string, id blockID) bool {
+func (c *Cache) reject(path string, id blockID) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
 		return false
@@ -337,7 +363,7 @@ func (c *Cache) WriteBlock(key Key, blockSize, idx int64, data []byte) error {
 		return nil
 	}
 	path := c.blockPath(id)
-	if err := writeFile(path, data); err != nil {
+	if err := c.writeBlockFile(path, data); err != nil {
 		c.note(causeOf("write", err), "err", err.Error())
 		return fmt.Errorf("write block %d of %s: %w", idx, key, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var (
@@ -32,6 +33,7 @@ func testOpen(t *testing.T, dir string, maxBytes int64) *Cache {
 	if err != nil {
 		t.Fatalf("Open(%q, %d): %v", dir, maxBytes, err)
 	}
+	c.SetDirectIO(true) // as a mount does; TestDirectIO covers both ways
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -62,10 +64,20 @@ func testMiss(t *testing.T, c *Cache, key Key, blockSize, idx int64, n int) {
 	}
 }
 
-// read is ReadBlock into a fresh buffer of n bytes.
+// read is ReadBlock into a fresh buffer of n bytes, aligned as the memory
+// cache's buffers are, so that direct I/O can read into it.
 func read(c *Cache, key Key, blockSize, idx int64, n int) ([]byte, bool) {
-	buf := make([]byte, n)
+	buf := alignedBuf(n)
 	return buf, c.ReadBlock(key, blockSize, idx, buf)
+}
+
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+directAlign)
+	off := 0
+	if r := uintptr(unsafe.Pointer(&b[0])) % directAlign; r != 0 {
+		off = int(directAlign - r)
+	}
+	return b[off : off+n : off+n]
 }
 
 // stored reports whether c indexes the block or its file exists, without

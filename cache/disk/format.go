@@ -2,10 +2,8 @@ package disk
 
 import (
 	"encoding/binary"
-	"errors"
 	"hash/crc32"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -91,21 +89,10 @@ func trailerOK(r io.Reader, payload []byte) bool {
 	return trailerMatches(t[:], payload)
 }
 
-// writeFile atomically replaces path with payload and its trailer.
-//
-// There is deliberately no fsync: a cache needs integrity, not durability.
-// The trailer catches whatever a crash leaves torn, and a lost block is just
-// fetched again.
+// writeFile atomically replaces path with payload and its trailer, through
+// the page cache; see writeBlockFile.
 func writeFile(path string, payload []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
-	// First write for this file, or a scan (of this or another process)
-	// removed the empty directory, possibly again right after we made it.
-	for try := 0; errors.Is(err, fs.ErrNotExist) && try < 5; try++ {
-		if err = os.MkdirAll(dir, 0o700); err == nil {
-			f, err = os.CreateTemp(dir, tempPrefix+"*")
-		}
-	}
+	f, err := createTemp(filepath.Dir(path), 0)
 	if err != nil {
 		return err
 	}
