@@ -137,8 +137,12 @@ type mountFlags struct {
 	allowOther  bool
 	readAheadKB int
 	prefetch    int
+	startWindow int
 	maxBG       int
 	kernelCache bool
+	directIO    bool
+	zeroCopy    bool
+	reuseBufs   bool
 	debug       bool
 
 	allowNonEmpty bool
@@ -168,8 +172,12 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users read the mount")
 	fl.IntVar(&m.readAheadKB, "read-ahead-kb", 4096, "kernel readahead of the mount")
 	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader, at most half of --cache-size; 0 turns prefetch off")
+	fl.IntVar(&m.startWindow, "start-window", 4, "blocks prefetched as soon as a file is first read at offset 0, as copies start; 0 waits for a second sequential read (tuning)")
 	fl.IntVar(&m.maxBG, "max-background", 0, "kernel readahead READs in flight; 0: as many 1 MiB READs as a quarter of --cache-size, 12 to 64 (tuning)")
 	fl.BoolVar(&m.kernelCache, "kernel-cache", true, "keep file pages cached in the kernel across opens (tuning: builds never change)")
+	fl.BoolVar(&m.directIO, "direct-io", true, "read and write the disk cache bypassing the page cache, where its file system allows (tuning)")
+	fl.BoolVar(&m.zeroCopy, "zero-copy", true, "answer reads from the cached block instead of copying it first (tuning)")
+	fl.BoolVar(&m.reuseBufs, "reuse-buffers", true, "reuse the memory of evicted blocks instead of allocating each block anew (tuning)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.allowNonEmpty, "allow-non-empty", false, "mount over a directory that has files, hiding them while mounted")
 	fl.DurationVar(&m.stopTimeout, "stop-timeout", 5*time.Second,
@@ -217,6 +225,8 @@ func (m *mountFlags) cacheConfig() (cache.Config, error) {
 			&m.cacheSize, &m.blockSize, &min)
 	case m.prefetch < 0:
 		return cache.Config{}, usageErr("--prefetch-blocks %d: want 0 (off) or more", m.prefetch)
+	case m.startWindow < 0:
+		return cache.Config{}, usageErr("--start-window %d: want 0 (wait for a second read) or more", m.startWindow)
 	case m.ioTimeout <= 0:
 		return cache.Config{}, usageErr("--io-timeout %s: want a positive duration", m.ioTimeout)
 	case m.dirTTL <= 0:
@@ -225,7 +235,8 @@ func (m *mountFlags) cacheConfig() (cache.Config, error) {
 	// Prefetch may hold at most half the budget, so that demand reads
 	// and other files' blocks always have room.
 	ahead := min(m.prefetch, int(mem/bs)/2)
-	return cache.Config{BlockSize: bs, MemoryBytes: mem, IOTimeout: m.ioTimeout, MaxAhead: ahead}, nil
+	return cache.Config{BlockSize: bs, MemoryBytes: mem, IOTimeout: m.ioTimeout, MaxAhead: ahead,
+		StartWindow: min(m.startWindow, ahead), FreshBuffers: !m.reuseBufs}, nil
 }
 
 // maxBackground is the kernel's cap on readahead READs in flight. Each
@@ -260,6 +271,7 @@ func (m *mountFlags) openCaches(logger *slog.Logger) (*disk.Cache, *cache.Cache,
 	if logger != nil {
 		store.SetLogger(logger)
 	}
+	store.SetDirectIO(m.directIO)
 	c, err := cache.New(cfg)
 	if err != nil {
 		store.Close()
@@ -268,7 +280,7 @@ func (m *mountFlags) openCaches(logger *slog.Logger) (*disk.Cache, *cache.Cache,
 	debug.SetMemoryLimit(memoryLimit(cfg))
 	if logger != nil {
 		logger.Info("cache", "block_size", cfg.BlockSize, "memory_bytes", cfg.MemoryBytes, "prefetch_blocks", cfg.MaxAhead,
-			"io_timeout", cfg.IOTimeout.String(), "disk_cache_dir", m.cacheDir, "disk_cache_bytes", int64(m.diskSize),
+			"io_timeout", cfg.IOTimeout.String(), "disk_cache_dir", m.cacheDir, "disk_cache_bytes", int64(m.diskSize), "direct_io", store.DirectIO(),
 			"go_memory_limit", memoryLimit(cfg))
 	}
 	return store, c, nil

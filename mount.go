@@ -127,7 +127,7 @@ func serve(client *api.Client, dir string, mf *mountFlags, logger *slog.Logger, 
 
 	fsys := fs.New(fs.Config{Client: client, Cache: c, Sizes: store, Orgs: mf.orgs,
 		UID: uint32(mf.uid), GID: uint32(mf.gid), DirTTL: mf.dirTTL, IOTimeout: mf.ioTimeout, Log: logger,
-		DropPageCache: !mf.kernelCache, Status: func() []byte { return o.summary() }})
+		DropPageCache: !mf.kernelCache, CopyReads: !mf.zeroCopy, Status: func() []byte { return o.summary() }})
 	o.fsys = fsys
 	if mf.cpuProfile != "" {
 		stop, err := startCPUProfile(mf.cpuProfile)

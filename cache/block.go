@@ -19,7 +19,8 @@ type block struct {
 	state *fillState // who wants the fill; what a hold keeps
 	epoch uint64     // the file's epoch when the fill started
 	// refs counts what keeps data in memory: the fill, the LRU, a queued
-	// disk write. The last to let go returns the block's memory slot.
+	// disk write, a reader copying from it or a reply pointing into it.
+	// The last to let go returns the block's buffer and memory slot.
 	refs atomic.Int32
 	mem  *budget
 
@@ -35,16 +36,33 @@ type block struct {
 }
 
 func newBlock(size int64, epoch uint64, mem *budget) *block {
-	b := &block{data: make([]byte, size), state: &fillState{refs: 1}, epoch: epoch, mem: mem,
+	b := &block{data: mem.bufs.get(int(size)), state: &fillState{refs: 1}, epoch: epoch, mem: mem,
 		wake: make(chan struct{})}
 	b.refs.Store(1) // the fill's
 	return b
 }
 
-// unref lets go of one hold on the block's memory.
+// ref takes a hold on the block's memory, unless the last hold has gone
+// and its buffer with it (to another block, perhaps): data may be read
+// only under a hold.
+func (b *block) ref() bool {
+	for {
+		n := b.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if b.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// unref lets go of one hold on the block's memory. The last one returns
+// its buffer and its slot.
 func (b *block) unref() {
 	if b.refs.Add(-1) == 0 {
 		b.settle(aheadDropped)
+		b.mem.bufs.put(b.data)
 		b.mem.release()
 	}
 }

@@ -24,6 +24,7 @@ var errNoRoom = errors.New("memory budget full")
 // evicted before anyone reads them.
 type budget struct {
 	slots int
+	bufs  buffers // the memory behind the slots
 
 	mu       sync.Mutex
 	used     int
@@ -33,8 +34,8 @@ type budget struct {
 	freed    chan struct{} // closed (and replaced) when a slot is returned
 }
 
-func newBudget(slots int) *budget {
-	m := &budget{slots: slots, freed: make(chan struct{})}
+func newBudget(slots int, blockSize int64, fresh bool) *budget {
+	m := &budget{slots: slots, bufs: buffers{size: int(blockSize), fresh: fresh}, freed: make(chan struct{})}
 	m.aheadMax = m.limit(false)
 	return m
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -9,7 +10,7 @@ import (
 )
 
 func TestPrefetchAllowanceGrowsAndHalves(t *testing.T) {
-	m := newBudget(16)
+	m := newBudget(16, testBlock, false)
 	if m.aheadMax != 12 {
 		t.Fatalf("allowance %d at start, want the prefetch limit 12", m.aheadMax)
 	}
@@ -93,5 +94,33 @@ func TestOversubscribedBudgetWastesFewPrefetches(t *testing.T) {
 	defer c.mem.mu.Unlock()
 	if c.mem.ahead != cachedAhead {
 		t.Errorf("%d blocks counted ahead, %d cached unread", c.mem.ahead, cachedAhead)
+	}
+}
+
+// A first read at offset 0 (a copy starting) opens the prefetch window at
+// once; a first read elsewhere (unzip reading the directory at the end)
+// fetches only its own block.
+func TestStartWindow(t *testing.T) {
+	for _, tc := range []struct {
+		start int
+		off   int64
+		want  int
+	}{{4, 0, 5}, {4, 10 * testBlock, 1}, {0, 0, 1}, {40, 0, 9}} { // 40: capped at MaxAhead 8
+		src := newMemSource(32*testBlock, 3)
+		c := newTestCache(t, Config{MemoryBytes: 32 * testBlock, MaxAhead: 8, StartWindow: tc.start})
+		r := c.File(FileKey{Build: "cccccccccccccccccccccccc", Type: "file"}, int64(len(src.data)), "", src).NewReader()
+		buf := make([]byte, 4096)
+		if _, err := r.ReadAt(context.Background(), buf, tc.off); err != nil || !bytes.Equal(buf, src.data[tc.off:tc.off+4096]) {
+			t.Fatalf("read at %d: %v or wrong bytes", tc.off, err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for src.requests() < tc.want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // room for fetches that should not start
+		if got := src.requests(); got != tc.want {
+			t.Errorf("start window %d, first read at %d: %d fetches, want %d", tc.start, tc.off, got, tc.want)
+		}
+		r.Close()
 	}
 }

@@ -52,8 +52,12 @@ type Config struct {
 	Store       Store         // persistent cache; nil for none
 	IOTimeout   time.Duration // bound on fetching one block; default 60 s
 	MaxAhead    int           // prefetch window cap, in blocks; 0 turns prefetch off; at most half the budget
+	StartWindow int           // prefetch window of a file's first read at offset 0; 0 waits for a second read
 	MaxFetches  int           // storage requests in flight for prefetch, all files; default 32
 	Logger      *slog.Logger  // prefetch window changes at debug level; nil for none
+	// FreshBuffers allocates every block's memory anew instead of reusing
+	// the buffers of evicted blocks: a tuning lever to measure against.
+	FreshBuffers bool
 }
 
 // Stats counts what the cache did; for logs, tests and the benchmark.
@@ -122,6 +126,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.MaxAhead < 0 {
 		return nil, fmt.Errorf("prefetch window %d: must not be negative", cfg.MaxAhead)
 	}
+	if cfg.StartWindow < 0 {
+		return nil, fmt.Errorf("start window %d: must not be negative", cfg.StartWindow)
+	}
 	if cfg.MaxFetches <= 0 {
 		cfg.MaxFetches = 32
 	}
@@ -137,7 +144,7 @@ func New(cfg Config) (*Cache, error) {
 	base, stop := context.WithCancel(context.Background())
 	c := &Cache{
 		cfg:      cfg,
-		mem:      newBudget(slots),
+		mem:      newBudget(slots, cfg.BlockSize, cfg.FreshBuffers),
 		store:    cfg.Store,
 		inflight: make(map[blockKey]*block),
 		base:     base,
@@ -216,14 +223,18 @@ func (c *Cache) writeStore() {
 	}
 }
 
-// peek returns a complete cached block's bytes without fetching or
-// counting a hit.
-func (c *Cache) peek(key blockKey) ([]byte, bool) {
+// peek returns a complete cached block without fetching or counting a
+// hit, with a reference on its memory the caller must unref.
+func (c *Cache) peek(key blockKey) (*block, bool) {
 	b, ok := c.lru.Peek(key)
-	if !ok || !b.complete() {
+	if !ok || !b.ref() {
 		return nil, false
 	}
-	return b.data, true
+	if !b.complete() {
+		b.unref()
+		return nil, false
+	}
+	return b, true
 }
 
 // dropFile removes every block of a file from memory and the store. The

@@ -125,7 +125,7 @@ func (f *File) verdict(ok bool) {
 }
 
 // peek and hold are the verifier's blockSource.
-func (f *File) peek(idx int64) ([]byte, bool) { return f.c.peek(blockKey{f.key, idx}) }
+func (f *File) peek(idx int64) (*block, bool) { return f.c.peek(blockKey{f.key, idx}) }
 
 func (f *File) hold(ctx context.Context, idx int64) (*block, error) {
 	return f.c.acquire(ctx, f, idx, true)

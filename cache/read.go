@@ -24,72 +24,136 @@ type Reader struct {
 // for each block at most the cache's IOTimeout. ctx ends it early: an
 // interrupted reader.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	f := r.f
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	if rest := f.size - off; int64(len(p)) > rest {
-		p = p[:rest]
-	}
-	if err := f.failure(); err != nil {
+	want, epoch, err := r.begin(ctx, off, len(p))
+	if err != nil {
 		return 0, err
 	}
-	epoch := f.epoch()
-	r.prefetch(ctx, off, len(p))
+	p = p[:want]
+	f := r.f
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
 		idx := pos / f.blockSize
-		// Each block gets --io-timeout; the checksum's verdict below does
-		// not: its own fetches have deadlines of their own, and while it
-		// makes progress, giving up on it would fail correct bytes.
-		bctx, cancel := context.WithTimeout(ctx, f.c.cfg.IOTimeout)
-		m, err := r.readBlock(bctx, idx, p[n:], int(pos-idx*f.blockSize))
-		cancel()
-		n += m
+		inBlock := int(pos - idx*f.blockSize)
+		b, err := r.blockFor(ctx, idx, inBlock+min(len(p)-n, int(f.blockLen(idx))-inBlock))
 		if err != nil {
 			return n, err
 		}
+		n += copy(p[n:], b.data[inBlock:])
+		b.unref()
 	}
-	f.c.stats.servedBytes.Add(int64(n))
-	if err := f.served(ctx, off, n, epoch); err != nil {
+	if err := r.end(ctx, off, n, epoch); err != nil {
 		return 0, err
-	}
-	if err := f.failure(); err != nil {
-		return 0, err // found wrong while we read: these bytes are too
 	}
 	return n, nil
 }
 
-// readBlock copies from block idx, at inBlock, as much of p as it holds.
-func (r *Reader) readBlock(ctx context.Context, idx int64, p []byte, inBlock int) (int, error) {
+// Lent is bytes of a cached block lent without a copy. They must not be
+// written, and Release must be called once they are no longer used.
+type Lent struct {
+	Data []byte
+	b    *block
+}
+
+// Release gives the bytes back; they must not be used after.
+func (l *Lent) Release() {
+	if l.b != nil {
+		l.b.unref()
+		l.b = nil
+	}
+}
+
+// Lend is ReadAt without the copy: the bytes at off, up to n, as they lie
+// in the cached block. ok is false, and nothing done, when they lie in
+// more than one block; ReadAt reads those.
+func (r *Reader) Lend(ctx context.Context, off int64, n int) (l Lent, ok bool, err error) {
 	f := r.f
+	idx := off / f.blockSize
+	inBlock := int(off - idx*f.blockSize)
+	if off < f.size && inBlock+int(min(int64(n), f.size-off)) > int(f.blockLen(idx)) {
+		return Lent{}, false, nil
+	}
+	n, epoch, err := r.begin(ctx, off, n)
+	if err != nil {
+		return Lent{}, true, err
+	}
+	b, err := r.blockFor(ctx, idx, inBlock+n)
+	if err != nil {
+		return Lent{}, true, err
+	}
+	if err := r.end(ctx, off, n, epoch); err != nil {
+		b.unref()
+		return Lent{}, true, err
+	}
+	return Lent{Data: b.data[inBlock : inBlock+n], b: b}, true, nil
+}
+
+// begin starts a read of n bytes at off: it cuts n to the file, refuses a
+// file found wrong, and prefetches. It returns the bytes to read and the
+// file's epoch, for end.
+func (r *Reader) begin(ctx context.Context, off int64, n int) (int, uint64, error) {
+	f := r.f
+	if off >= f.size {
+		return 0, 0, io.EOF
+	}
+	n = int(min(int64(n), f.size-off))
+	if err := f.failure(); err != nil {
+		return 0, 0, err
+	}
+	epoch := f.epoch()
+	r.prefetch(ctx, off, n)
+	return n, epoch, nil
+}
+
+// end accounts for n bytes read at off and, when they complete the file,
+// waits for the checksum's verdict on it: bytes of a file found wrong
+// while they were read are wrong too.
+func (r *Reader) end(ctx context.Context, off int64, n int, epoch uint64) error {
+	f := r.f
+	f.c.stats.servedBytes.Add(int64(n))
+	if err := f.served(ctx, off, n, epoch); err != nil {
+		return err
+	}
+	return f.failure()
+}
+
+// blockFor returns block idx once its first upTo bytes are final, with a
+// reference on its memory the caller unrefs. Each block gets --io-timeout;
+// the checksum's verdict (end) does not: its own fetches have deadlines of
+// their own, and while it makes progress, giving up on it would fail
+// correct bytes.
+func (r *Reader) blockFor(ctx context.Context, idx int64, upTo int) (*block, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.f.c.cfg.IOTimeout)
+	defer cancel()
 	for try := 0; ; try++ {
-		b, err := f.c.acquire(ctx, f, idx, true)
+		b, err := r.f.c.acquire(ctx, r.f, idx, true)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		want := min(len(p), len(b.data)-inBlock)
-		err = b.waitFor(ctx, inBlock+want)
-		n := 0
+		err = b.waitFor(ctx, upTo)
 		if err == nil {
-			n = copy(p[:want], b.data[inBlock:inBlock+want])
 			b.markRead()
 		}
 		// The reader keeps its hold: it will likely read the rest of the
 		// block, and the fill must go on until it does or closes the file.
 		r.keep(idx, b)
-		if err != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) && try < 3 {
+		if err == nil {
+			return b, nil
+		}
+		b.unref()
+		if ctx.Err() == nil && errors.Is(err, context.Canceled) && try < 3 {
 			continue // the fill was cancelled by a reader that let go of it just as we joined
 		}
-		return n, err
+		return nil, err
 	}
 }
 
 // prefetch updates the access pattern and starts fetches ahead of a
 // sequential reader. A jump resets the window; the window doubles with
-// every block a sequential reader enters, up to MaxAhead. The first read
-// of a file prefetches nothing, so the first byte has the link to itself.
+// every block a sequential reader enters, up to MaxAhead. A first read at
+// offset 0 is how copies start: it opens the window at StartWindow, its
+// own block fetched first; any other first read prefetches nothing, so
+// that its first byte has the link to itself.
 func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	f := r.f
 	bs := f.blockSize
@@ -103,21 +167,25 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	// stream arrives slightly out of order: allow some slack.
 	slack := 2 * bs
 	end := off + int64(n)
-	if r.next < 0 || off < r.next-slack || off > r.next+slack {
+	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
+	first := cur + 1
+	switch {
+	case r.next < 0 && off == 0 && f.c.cfg.StartWindow > 0:
+		r.window, r.fetchedTo = min(f.c.cfg.StartWindow, f.c.cfg.MaxAhead), -1
+		first = 0
+	case r.next < 0 || off < r.next-slack || off > r.next+slack:
 		r.window, r.fetchedTo = 0, -1
 		r.next = end
 		r.mu.Unlock()
 		return
-	}
-	if end/bs > r.next/bs || r.window == 0 {
+	case end/bs > r.next/bs || r.window == 0:
 		if w := min(max(2*r.window, 2), f.c.cfg.MaxAhead); w != r.window {
 			r.window = w
 			f.c.log.Debug("prefetch window", "build", f.key.Build, "type", f.key.Type, "blocks", w, "offset", off)
 		}
 	}
 	r.next = max(r.next, end)
-	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
-	first, last := max(cur+1, r.fetchedTo+1), min(cur+int64(r.window), f.nblocks-1)
+	first, last := max(first, r.fetchedTo+1), min(cur+int64(r.window), f.nblocks-1)
 	r.mu.Unlock()
 	for idx := first; idx <= last; idx++ {
 		b, err := f.c.acquire(ctx, f, idx, false)
@@ -191,13 +259,15 @@ func (r *Reader) releaseLocked() {
 // acquire returns block idx of f, cached or in flight, or starts filling
 // it, with a hold the caller must release: a lookup, a reservation of
 // memory, a fill. A demand read may wait for memory; a prefetch never does.
+// A demand read also gets a reference on the block's memory, to unref once
+// it no longer reads the block's bytes; a prefetch reads none.
 func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*block, error) {
 	key := blockKey{f.key, idx}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if b, ok := c.lookup(key); ok {
+		if b, ok := c.lookup(key, demand); ok {
 			return b, nil
 		}
 		if !demand && c.prefetchesFull() {
@@ -213,9 +283,10 @@ func (c *Cache) acquire(ctx context.Context, f *File, idx int64, demand bool) (*
 	}
 }
 
-// lookup joins a block that is cached or being filled.
-func (c *Cache) lookup(key blockKey) (*block, bool) {
-	if b, ok := c.lru.Get(key); ok && b.state.join() {
+// lookup joins a block that is cached or being filled, with a reference
+// on its memory for a demand read.
+func (c *Cache) lookup(key blockKey, demand bool) (*block, bool) {
+	if b, ok := c.lru.Get(key); ok && join(b, demand) {
 		c.stats.memHits.Add(1)
 		return b, true
 	}
@@ -223,10 +294,26 @@ func (c *Cache) lookup(key blockKey) (*block, bool) {
 	defer c.mu.Unlock()
 	// A fill that failed is still in flight for a moment after it
 	// finished: it is no block to join, but one to fill afresh.
-	if b, ok := c.inflight[key]; ok && !b.failed() && b.state.join() {
+	if b, ok := c.inflight[key]; ok && !b.failed() && join(b, demand) {
 		return b, true
 	}
 	return nil, false
+}
+
+// join takes a hold on b's fill and, for a demand read, a reference on its
+// memory; it fails, taking neither, if the fill was cancelled or the
+// memory let go (evicted as we found it).
+func join(b *block, demand bool) bool {
+	if demand && !b.ref() {
+		return false
+	}
+	if b.state.join() {
+		return true
+	}
+	if demand {
+		b.unref()
+	}
+	return false
 }
 
 func (c *Cache) prefetchesFull() bool {
@@ -242,7 +329,7 @@ func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
 	c.mu.Lock()
 	var err error
 	switch b, ok := c.inflight[key]; {
-	case ok && !b.failed() && b.state.join():
+	case ok && !b.failed() && join(b, demand):
 		c.mu.Unlock()
 		c.mem.unreserve(demand)
 		return b, nil
@@ -255,6 +342,9 @@ func (c *Cache) startFill(f *File, key blockKey, demand bool) (*block, error) {
 		b := newBlock(f.blockLen(key.idx), f.epoch(), c.mem)
 		b.prefetched = !demand
 		b.ahead.Store(!demand)
+		if demand {
+			b.refs.Add(1) // the reader's, beside the fill's
+		}
 		c.stats.memMisses.Add(1)
 		fctx, cancel := context.WithTimeout(c.base, c.cfg.IOTimeout)
 		b.state.cancel = cancel

@@ -44,10 +44,12 @@ const (
 
 // blockSource is what a verifier needs of the cache.
 type blockSource interface {
-	// peek returns a complete block held in memory, fetching nothing.
-	peek(idx int64) ([]byte, bool)
+	// peek returns a complete block held in memory, fetching nothing, with
+	// a reference on its memory the caller unrefs.
+	peek(idx int64) (*block, bool)
 	// hold returns a block, cached, in flight or fetched now, with a hold
-	// the caller releases.
+	// on its fill the caller releases and a reference on its memory the
+	// caller unrefs.
 	hold(ctx context.Context, idx int64) (*block, error)
 }
 
@@ -235,11 +237,12 @@ func (v *verifier) blockCached() {
 		}
 		v.pending.Store(false)
 		for v.next < v.nblocks {
-			data, ok := v.blocks.peek(v.next)
+			b, ok := v.blocks.peek(v.next)
 			if !ok {
 				break
 			}
-			v.hash.Write(data)
+			v.hash.Write(b.data)
+			b.unref()
 			v.next++
 		}
 		v.hashMu.Unlock()
@@ -326,6 +329,7 @@ func (v *verifier) digest() (string, error) {
 	defer func() {
 		for _, b := range held {
 			b.release()
+			b.unref()
 		}
 	}()
 	for v.next < v.nblocks {
@@ -347,6 +351,7 @@ func (v *verifier) digest() (string, error) {
 		if err != nil && errors.Is(err, context.Canceled) && v.base.Err() == nil {
 			// Cancelled by a reader letting go just as we joined: fetch anew.
 			b.release()
+			b.unref()
 			delete(held, v.next)
 			continue
 		}
@@ -355,6 +360,7 @@ func (v *verifier) digest() (string, error) {
 		}
 		v.hash.Write(b.data)
 		b.release()
+		b.unref()
 		delete(held, v.next)
 		v.next++
 	}

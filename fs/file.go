@@ -178,7 +178,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	f := h.node.fsys
 	start := time.Now()
 	defer func() { f.stats.observeRead(time.Since(start)) }()
-	n, err := h.r.ReadAt(ctx, dest, off) // bounded by --io-timeout inside
+	res, err := h.read(ctx, dest, off) // bounded by --io-timeout inside
 	if err != nil && err != io.EOF {
 		e := errno(ctx, err)
 		switch {
@@ -197,8 +197,41 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		f.stats.countErrno(e)
 		return nil, e
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return res, 0
 }
+
+// read answers a READ from the cached block the bytes lie in, without
+// copying them, or else (they span two blocks; --zero-copy=false) copied
+// into dest.
+func (h *fileHandle) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, error) {
+	if !h.node.fsys.cfg.CopyReads {
+		l, ok, err := h.r.Lend(ctx, off, len(dest))
+		if ok {
+			if err != nil {
+				return nil, err
+			}
+			return &lentResult{l}, nil
+		}
+	}
+	n, err := h.r.ReadAt(ctx, dest, off)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return fuse.ReadResultData(dest[:n]), nil
+}
+
+// lentResult is a READ reply pointing into a cached block, which it holds
+// until go-fuse has written it to the kernel. It has Slices, so that
+// go-fuse writes it with writev before calling Done; with only Bytes,
+// go-fuse may call Done before the write (with splice disabled).
+type lentResult struct{ l cache.Lent }
+
+func (r *lentResult) Size() int                          { return len(r.l.Data) }
+func (r *lentResult) Bytes([]byte) ([]byte, fuse.Status) { return r.l.Data, fuse.OK }
+func (r *lentResult) Slices() ([][]byte, fuse.Status)    { return [][]byte{r.l.Data}, fuse.OK }
+func (r *lentResult) Done()                              { r.l.Release() }
+
+var _ fuse.ReadResult = (*lentResult)(nil)
 
 // Flush comes with every close(2), while the kernel's readahead READs may
 // still be in flight; Release only after they end. A process gone (Ctrl-C

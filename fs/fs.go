@@ -42,7 +42,10 @@ type Config struct {
 	// open, as for files that may change. Builds never do; this exists to
 	// measure what keeping them is worth.
 	DropPageCache bool
-	Log           *slog.Logger
+	// CopyReads copies every READ's bytes into go-fuse's buffer instead of
+	// replying from the cached block: a tuning lever to measure against.
+	CopyReads bool
+	Log       *slog.Logger
 	// Status, when set, makes MOUNT/.appliveryfs/status: its text, made
 	// at each open. The directory is not listed in the root.
 	Status func() []byte
