@@ -97,9 +97,10 @@ func TestOversubscribedBudgetWastesFewPrefetches(t *testing.T) {
 	}
 }
 
-// A first read at offset 0 (a copy starting) opens the prefetch window at
-// once; a first read elsewhere (unzip reading the directory at the end)
-// fetches only its own block.
+// A first read at offset 0 (a copy starting) opens the prefetch window as
+// soon as its block's first bytes arrive, not before (the first byte has
+// the link to itself); a first read elsewhere (unzip reading the directory
+// at the end) fetches only its own block.
 func TestStartWindow(t *testing.T) {
 	for _, tc := range []struct {
 		start int
@@ -107,10 +108,20 @@ func TestStartWindow(t *testing.T) {
 		want  int
 	}{{4, 0, 5}, {4, 10 * testBlock, 1}, {0, 0, 1}, {40, 0, 9}} { // 40: capped at MaxAhead 8
 		src := newMemSource(32*testBlock, 3)
+		src.delay = 60 * time.Millisecond
 		c := newTestCache(t, Config{MemoryBytes: 32 * testBlock, MaxAhead: 8, StartWindow: tc.start})
 		r := c.File(FileKey{Build: "cccccccccccccccccccccccc", Type: "file"}, int64(len(src.data)), "", src).NewReader()
 		buf := make([]byte, 4096)
-		if _, err := r.ReadAt(context.Background(), buf, tc.off); err != nil || !bytes.Equal(buf, src.data[tc.off:tc.off+4096]) {
+		read := make(chan error, 1)
+		go func() {
+			_, err := r.ReadAt(context.Background(), buf, tc.off)
+			read <- err
+		}()
+		time.Sleep(30 * time.Millisecond)
+		if got := src.requests(); got > 1 {
+			t.Errorf("start window %d, first read at %d: %d fetches before its first bytes, want 1", tc.start, tc.off, got)
+		}
+		if err := <-read; err != nil || !bytes.Equal(buf, src.data[tc.off:tc.off+4096]) {
 			t.Fatalf("read at %d: %v or wrong bytes", tc.off, err)
 		}
 		deadline := time.Now().Add(2 * time.Second)

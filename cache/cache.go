@@ -141,6 +141,7 @@ func New(cfg Config) (*Cache, error) {
 	if m := slots / 2; cfg.MaxAhead > m {
 		cfg.MaxAhead = m
 	}
+	cfg.StartWindow = min(cfg.StartWindow, cfg.MaxAhead)
 	base, stop := context.WithCancel(context.Background())
 	c := &Cache{
 		cfg:      cfg,

@@ -16,6 +16,8 @@ type Reader struct {
 	next      int64                // offset where a sequential reader reads next; -1 before any read
 	window    int                  // blocks to keep fetched ahead; 0 for random access
 	fetchedTo int64                // last block prefetched in this sequential run; -1 for none
+	run       int                  // counts sequential runs, so that openWindow knows its own
+	opening   bool                 // the run started at offset 0 waits for its first bytes (openWindow)
 	holds     map[int64]*fillState // unfinished fills this reader wants: read from, or fetched ahead
 	closed    bool
 }
@@ -151,9 +153,10 @@ func (r *Reader) blockFor(ctx context.Context, idx int64, upTo int) (*block, err
 // prefetch updates the access pattern and starts fetches ahead of a
 // sequential reader. A jump resets the window; the window doubles with
 // every block a sequential reader enters, up to MaxAhead. A first read at
-// offset 0 is how copies start: it opens the window at StartWindow, its
-// own block fetched first; any other first read prefetches nothing, so
-// that its first byte has the link to itself.
+// offset 0 is how copies start: its block is fetched, and the window opens
+// at StartWindow as soon as that block's first bytes arrive (openWindow),
+// so that the first byte has the link to itself and the rest of the copy
+// no ramp to climb. Any other first read prefetches nothing.
 func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	f := r.f
 	bs := f.blockSize
@@ -167,17 +170,27 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 	// stream arrives slightly out of order: allow some slack.
 	slack := 2 * bs
 	end := off + int64(n)
-	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
-	first := cur + 1
 	switch {
 	case r.next < 0 && off == 0 && f.c.cfg.StartWindow > 0:
-		r.window, r.fetchedTo = min(f.c.cfg.StartWindow, f.c.cfg.MaxAhead), -1
-		first = 0
+		r.restartLocked(end)
+		r.opening = true
+		run := r.run
+		r.mu.Unlock()
+		b, err := f.c.acquire(ctx, f, 0, false)
+		if err != nil {
+			r.mu.Lock()
+			r.opening = false // no room: grow as any run does
+			r.mu.Unlock()
+			return
+		}
+		r.keep(0, b)
+		go r.openWindow(b, run)
+		return
 	case r.next < 0 || off < r.next-slack || off > r.next+slack:
-		r.window, r.fetchedTo = 0, -1
-		r.next = end
+		r.restartLocked(end)
 		r.mu.Unlock()
 		return
+	case r.opening: // openWindow opens it
 	case end/bs > r.next/bs || r.window == 0:
 		if w := min(max(2*r.window, 2), f.c.cfg.MaxAhead); w != r.window {
 			r.window = w
@@ -185,12 +198,48 @@ func (r *Reader) prefetch(ctx context.Context, off int64, n int) {
 		}
 	}
 	r.next = max(r.next, end)
-	first, last := max(first, r.fetchedTo+1), min(cur+int64(r.window), f.nblocks-1)
+	cur := (end - 1) / bs // last block this read touches; the read itself fetches it
+	first, last := max(cur+1, r.fetchedTo+1), min(cur+int64(r.window), f.nblocks-1)
 	r.mu.Unlock()
+	r.fetchAhead(ctx, first, last)
+}
+
+// restartLocked starts a new run: no window, nothing fetched ahead.
+func (r *Reader) restartLocked(next int64) {
+	r.window, r.fetchedTo, r.opening = 0, -1, false
+	r.next = next
+	r.run++
+}
+
+// openWindow opens the window of a run that started at offset 0 once the
+// first bytes of block 0 arrived (or its fill ended), unless the run is
+// over by then.
+func (r *Reader) openWindow(b0 *block, run int) {
+	f := r.f
+	ctx, cancel := context.WithTimeout(f.c.base, f.c.cfg.IOTimeout)
+	defer cancel()
+	_ = b0.waitFor(ctx, 1) // a failed block 0 fails its reader, not the window
+	r.mu.Lock()
+	if r.closed || r.run != run || !r.opening {
+		r.mu.Unlock()
+		return
+	}
+	r.opening = false
+	r.window = f.c.cfg.StartWindow
+	f.c.log.Debug("prefetch window", "build", f.key.Build, "type", f.key.Type, "blocks", r.window, "offset", 0)
+	cur := (r.next - 1) / f.blockSize
+	first, last := max(cur+1, r.fetchedTo+1), min(cur+int64(r.window), f.nblocks-1)
+	r.mu.Unlock()
+	r.fetchAhead(ctx, first, last)
+}
+
+// fetchAhead starts fetching blocks first to last, in order, until the
+// budget or the fetch slots run out: the next read tries again.
+func (r *Reader) fetchAhead(ctx context.Context, first, last int64) {
 	for idx := first; idx <= last; idx++ {
-		b, err := f.c.acquire(ctx, f, idx, false)
+		b, err := r.f.c.acquire(ctx, r.f, idx, false)
 		if err != nil {
-			return // budget or fetch slots taken: the next read tries again
+			return
 		}
 		r.keep(idx, b)
 		r.mu.Lock()
@@ -233,7 +282,7 @@ func (r *Reader) Pause() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.releaseLocked()
-	r.next, r.window, r.fetchedTo = -1, 0, -1
+	r.restartLocked(-1)
 }
 
 // Close stops prefetching for this reader and cancels the fetches it
