@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,10 @@ type bench struct {
 	fx      *fixture
 	local   string // local copy of the .ipa
 	machine []string
+
+	aria2c        string         // aria2c binary; "" to skip its rows
+	aria2Note     string         // why its rows are missing
+	aria2Verified map[int64]bool // sizes whose download was compared byte for byte
 
 	rclone      string      // rclone binary; "" to skip its rows
 	rcloneConf  string      // empty config file for rclone
@@ -73,21 +78,58 @@ func (b *bench) setup() error {
 		return err
 	}
 	b.bin = bin
-	runner.Progress("generating a %s .ipa with %d entries", humanBytes(b.cfg.size), b.cfg.entries)
-	fx, err := startFixture(b.cfg.size, b.cfg.entries)
+	others := b.otherSizes()
+	all := append([]int64{b.cfg.size}, others...)
+	slices.Sort(all)
+	runner.Progress("generating .ipa files of %s with %d entries each", strings.Join(mapSlice(all, humanBytes), ", "), b.cfg.entries)
+	fx, err := startFixture(b.cfg.size, others, b.cfg.entries)
 	if err != nil {
 		return fmt.Errorf("start the emulator: %w", err)
 	}
 	b.fx = fx
 	if !b.cfg.figures {
-		return nil // the levers need neither the local copy nor rclone
+		return nil // the levers need neither the local copy nor the baselines
 	}
 	b.local = filepath.Join(b.work, "local.ipa")
 	if err := fx.writeLocalCopy(b.local); err != nil {
 		return err
 	}
+	b.setupAria2()
 	b.setupRclone()
 	return nil
+}
+
+// otherSizes are the sizes of the .ipa files needed besides --size's: the
+// cold copies' and the levers'.
+func (b *bench) otherSizes() []int64 {
+	var sizes []int64
+	if b.cfg.figures {
+		sizes = append(sizes, b.cfg.sizes...)
+	}
+	if b.cfg.levers {
+		sizes = append(sizes, leverSizes()...)
+	}
+	sizes = slices.DeleteFunc(sizes, func(n int64) bool { return n == b.cfg.size })
+	slices.Sort(sizes)
+	return slices.Compact(sizes)
+}
+
+// coldFiles are the files of the cold copies of figures 1 and 2, smallest
+// first: one per --sizes, and --size's.
+func (b *bench) coldFiles() []*ipaFile {
+	sizes := append([]int64{b.cfg.size}, b.cfg.sizes...)
+	slices.Sort(sizes)
+	return mapSlice(slices.Compact(sizes), func(n int64) *ipaFile { return b.fx.bySize[n] })
+}
+
+// setupAria2 finds aria2c; without it its baseline rows are skipped.
+func (b *bench) setupAria2() {
+	path, err := exec.LookPath("aria2c")
+	if err != nil {
+		b.aria2Note = "aria2c rows skipped: aria2c is not on PATH"
+		return
+	}
+	b.aria2c, b.aria2Verified = path, map[int64]bool{}
 }
 
 // makeDirs creates the scratch and log directories. The scratch one is
@@ -120,7 +162,7 @@ func (b *bench) setupRclone() {
 		b.rcloneNotes = append(b.rcloneNotes, "rclone rows skipped: "+err.Error())
 		return
 	}
-	fs, err := startFileServer("bench.ipa", b.fx.data)
+	fs, err := startFileServer("bench.ipa", b.fx.main.data)
 	if err != nil {
 		b.rcloneNotes = append(b.rcloneNotes, "rclone rows skipped: "+err.Error())
 		return
@@ -189,16 +231,17 @@ func (b *bench) scenario(bandwidth int64, latency time.Duration) (cacheDir strin
 }
 
 // onFreshMount runs fn on a new mount of ours with an empty cache
-// directory, under the given caps, once the file shows its full size.
+// directory, under the given caps, once the main file shows its full
+// size.
 func (b *bench) onFreshMount(label string, bandwidth int64, latency time.Duration, fn func(m *mountProc) error) error {
 	cacheDir, end, err := b.scenario(bandwidth, latency)
 	if err != nil {
 		return err
 	}
 	defer end()
-	m, err := b.mountOurs(label, cacheDir)
+	m, err := b.mountOurs(label, cacheDir, b.fx.main, mountConfig{})
 	return withMount(m, err, func(m *mountProc) error {
-		if err := checkSize(m.path(), b.fx.size()); err != nil {
+		if err := checkSize(m.path(), b.fx.main.size()); err != nil {
 			return err
 		}
 		return fn(m)
@@ -218,25 +261,37 @@ func (b *bench) newDir(kind string) (string, error) {
 	return dir, nil
 }
 
-// mountOurs mounts appliveryfs with the given cache directory and any
-// extra flags.
-func (b *bench) mountOurs(label, cacheDir string, extra ...string) (*mountProc, error) {
+// mountOurs mounts appliveryfs with the given cache directory, set up as
+// c says; f is the file the mount's path() names.
+func (b *bench) mountOurs(label, cacheDir string, f *ipaFile, c mountConfig) (*mountProc, error) {
 	dir, err := b.newDir("mnt")
 	if err != nil {
 		return nil, err
 	}
 	emu := b.fx.emu
+	extra := c.args()
 	if b.cfg.profileDir != "" {
 		extra = append(extra, "--cpu-profile", filepath.Join(b.cfg.profileDir, fmt.Sprintf("%02d-%s.pprof", b.seq, label)))
 	}
-	return b.mounts.start(mountSpec{file: b.fx.mountPath(), MountSpec: runner.MountSpec{
+	return b.mounts.start(mountSpec{file: f.mountPath(), MountSpec: runner.MountSpec{
 		Label:   "appliveryfs (" + label + ")",
 		Dir:     dir,
 		LogPath: filepath.Join(b.logs, fmt.Sprintf("%02d-appliveryfs-%s.log", b.seq, label)),
-		Env:     append(os.Environ(), "APPLIVERY_TOKEN="+emu.Token()),
+		Env:     append(mountEnv(), append(c.environ(), "APPLIVERY_TOKEN="+emu.Token())...),
 		Argv: append(append([]string{b.bin, "mount", "--api-url", emu.APIURL(), "--download-url", emu.DownloadURL(),
 			"--cache-dir", cacheDir, "--cache-size", fmt.Sprint(cacheSize)}, extra...), dir),
 	}})
+}
+
+// mountEnv is this process's environment without the variables the
+// environment levers set, so that a mount at its defaults runs with the
+// Go runtime's own.
+func mountEnv() []string {
+	names := leverEnvNames()
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(names, name)
+	})
 }
 
 // mountRclone mounts rclone's http backend over the file server.
@@ -292,10 +347,26 @@ func machineInfo() []string {
 		"kernel: " + kernel,
 		"go:     " + goVersion,
 	}
-	if out, err := command("rclone", "version"); err == nil {
-		info = append(info, "rclone: "+strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
+	for _, tool := range []string{"rclone", "aria2c"} {
+		if out, err := command(tool, "--version"); err == nil {
+			info = append(info, fmt.Sprintf("%-7s %s", tool+":", firstLine(out)))
+		}
 	}
 	return info
+}
+
+func firstLine(b []byte) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return line
+}
+
+// mapSlice returns fn of each element of s.
+func mapSlice[T, U any](s []T, fn func(T) U) []U {
+	out := make([]U, len(s))
+	for i, v := range s {
+		out[i] = fn(v)
+	}
+	return out
 }
 
 func humanBytes(n int64) string {

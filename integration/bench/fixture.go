@@ -25,68 +25,101 @@ const (
 	headBytes = 4 << 10 // the read of the time-to-first-byte figure
 )
 
-// fixture is the emulator serving the sample data plus one large .ipa.
-type fixture struct {
-	emu     *emulator.Server
+// ipaFile is one generated .ipa, the file of one build.
+type ipaFile struct {
+	nominal int64 // the size asked for; the zip comes out a few KiB short of it
 	buildID string
 	data    []byte
-	client  *http.Client // for the API calls the bench makes itself
 }
 
-// startFixture generates the .ipa and serves it with the sample data.
-func startFixture(size int64, entries int) (*fixture, error) {
-	data := emulator.GenerateIPA(size, entries, ipaSeed)
+func (f *ipaFile) size() int64 { return int64(len(f.data)) }
+
+// name is its nominal size, e.g. "64 MiB", as the table names it.
+func (f *ipaFile) name() string { return humanBytes(f.nominal) }
+
+// mountPath is the .ipa's path inside an appliveryfs mount.
+func (f *ipaFile) mountPath() string {
+	return benchOrg + "/" + benchApp + "/" + f.buildID + "/file.ipa"
+}
+
+// fixture is the emulator serving the sample data plus one large .ipa per
+// size measured, each as its own build.
+type fixture struct {
+	emu    *emulator.Server
+	main   *ipaFile           // of --size: what every figure but the cold copies at --sizes reads
+	bySize map[int64]*ipaFile // every .ipa served by nominal size, main included
+	client *http.Client       // for the API calls the bench makes itself
+}
+
+// startFixture generates an .ipa of each size, main first, and serves
+// them with the sample data.
+func startFixture(main int64, others []int64, entries int) (*fixture, error) {
 	ds := emulator.SampleData()
-	b := &emulator.Build{
-		Status: "processed", OS: "ios", BuildPlatform: "ios",
-		VersionName: "9.0.0", VersionCode: "900", OriginalExtension: "ipa",
-		CreatedAt:   time.Now().UTC().Truncate(time.Second),
-		Changelog:   "benchmark build",
-		PackageName: "com.example.generated", MinOS: "15.0",
-		Objects: map[string]*emulator.Object{"file": {Name: ipaName, Data: data}},
+	fx := &fixture{bySize: map[int64]*ipaFile{}, client: &http.Client{Timeout: time.Minute}}
+	for i, size := range append([]int64{main}, others...) {
+		if fx.bySize[size] != nil {
+			continue
+		}
+		f, err := addIPA(ds, size, entries, i)
+		if err != nil {
+			return nil, err
+		}
+		fx.bySize[size] = f
 	}
-	if err := ds.AddBuild(benchOrg, benchApp, b); err != nil {
-		return nil, err
-	}
+	fx.main = fx.bySize[main]
 	emu, err := emulator.Start(emulator.Options{Data: ds})
 	if err != nil {
 		return nil, err
 	}
-	fx := &fixture{emu: emu, buildID: b.ID, data: data, client: &http.Client{Timeout: time.Minute}}
-	// The first listing of the build computes the file's checksum; pay
-	// for it now rather than in the first timed figure.
-	if err := fx.warmUp(); err != nil {
-		emu.Close()
-		return nil, err
+	fx.emu = emu
+	// The first listing of a build computes its file's checksum; pay for
+	// it now rather than in the first timed figure.
+	for _, f := range fx.bySize {
+		if err := fx.warmUp(f); err != nil {
+			emu.Close()
+			return nil, err
+		}
 	}
 	return fx, nil
 }
 
-func (fx *fixture) size() int64 { return int64(len(fx.data)) }
-
-// mountPath is the .ipa's path inside an appliveryfs mount.
-func (fx *fixture) mountPath() string {
-	return benchOrg + "/" + benchApp + "/" + fx.buildID + "/file.ipa"
+// addIPA generates an .ipa of size bytes and adds it to ds as the file of
+// a new build; n numbers the build's version.
+func addIPA(ds *emulator.Dataset, size int64, entries, n int) (*ipaFile, error) {
+	f := &ipaFile{nominal: size, data: emulator.GenerateIPA(size, entries, ipaSeed)}
+	b := &emulator.Build{
+		Status: "processed", OS: "ios", BuildPlatform: "ios",
+		VersionName: fmt.Sprintf("9.0.%d", n), VersionCode: fmt.Sprint(900 + n), OriginalExtension: "ipa",
+		CreatedAt:   time.Now().UTC().Truncate(time.Second),
+		Changelog:   "benchmark build of " + humanBytes(size),
+		PackageName: "com.example.generated", MinOS: "15.0",
+		Objects: map[string]*emulator.Object{"file": {Name: ipaName, Data: f.data}},
+	}
+	if err := ds.AddBuild(benchOrg, benchApp, b); err != nil {
+		return nil, fmt.Errorf("add the %s build: %w", humanBytes(size), err)
+	}
+	f.buildID = b.ID
+	return f, nil
 }
 
-func (fx *fixture) buildURL() string {
-	return fx.emu.APIURL() + "/v1/organizations/" + benchOrg + "/apps/" + benchApp + "/builds/" + fx.buildID
+func (fx *fixture) buildURL(f *ipaFile) string {
+	return fx.emu.APIURL() + "/v1/organizations/" + benchOrg + "/apps/" + benchApp + "/builds/" + f.buildID
 }
 
-func (fx *fixture) warmUp() error {
+func (fx *fixture) warmUp(f *ipaFile) error {
 	var v json.RawMessage
-	if err := fx.apiGet(fx.client, fx.buildURL(), &v); err != nil {
+	if err := fx.apiGet(fx.client, fx.buildURL(f), &v); err != nil {
 		return fmt.Errorf("warm up the emulator: %w", err)
 	}
 	return nil
 }
 
-// mint asks the API for a download token of the build's file.
-func (fx *fixture) mint(c *http.Client) (string, error) {
+// mint asks the API for a download token of f.
+func (fx *fixture) mint(c *http.Client, f *ipaFile) (string, error) {
 	var tok struct {
 		Token string `json:"token"`
 	}
-	if err := fx.apiGet(c, fx.buildURL()+"/downloadToken?type=file", &tok); err != nil {
+	if err := fx.apiGet(c, fx.buildURL(f)+"/downloadToken?type=file", &tok); err != nil {
 		return "", fmt.Errorf("mint a download token: %w", err)
 	}
 	if tok.Token == "" {
@@ -130,37 +163,72 @@ func (fx *fixture) apiGet(c *http.Client, u string, v any) error {
 	return json.Unmarshal(env.Data, v)
 }
 
-// curlDownload mints a token and downloads the file with curl -L through
-// the download host's redirect; the time covers both.
-func (fx *fixture) curlDownload() (elapsed, cpu time.Duration, err error) {
+// curlDownload mints a token and downloads f with curl -L through the
+// download host's redirect; the time covers both.
+func (fx *fixture) curlDownload(f *ipaFile) (elapsed, cpu time.Duration, err error) {
 	start := time.Now()
-	token, err := fx.mint(fx.client)
+	token, err := fx.mint(fx.client, f)
 	if err != nil {
 		return 0, 0, err
 	}
-	if _, cpu, err = curlGet(fx.downloadURL(token), fx.size()); err != nil {
+	if _, cpu, err = curlGet(fx.downloadURL(token), f.size()); err != nil {
 		return 0, 0, err
 	}
 	return time.Since(start), cpu, nil
 }
 
-// directHead is the baseline of the time to first byte: mint a token,
-// resolve it to the storage URL, and fetch the first bytes with one Range
-// request, all on new connections as a fresh mount has.
-func (fx *fixture) directHead() (time.Duration, error) {
+// aria2Download mints a token, resolves it to the signed storage URL and
+// downloads f from there with the aria2c binary into dir (see aria2Get);
+// the time covers all three. aria2c gets the storage URL rather than the
+// download host's because the token is single-use: each of its
+// connections would ask the download host again.
+func (fx *fixture) aria2Download(aria2c string, f *ipaFile, dir string) (elapsed, cpu time.Duration, err error) {
+	c, done := freshClient()
+	defer done()
+	start := time.Now()
+	storageURL, err := fx.storageURL(c, f)
+	if err != nil {
+		return 0, 0, err
+	}
+	if cpu, err = aria2Get(aria2c, storageURL, dir, f.size()); err != nil {
+		return 0, 0, err
+	}
+	return time.Since(start), cpu, nil
+}
+
+// freshClient is an HTTP client on new connections, as a fresh mount has,
+// that does not follow redirects, so that resolve sees the 302. done
+// closes its connections.
+func freshClient() (c *http.Client, done func()) {
 	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{
+	c = &http.Client{
 		Transport:     tr,
 		Timeout:       time.Minute,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	start := time.Now()
-	token, err := fx.mint(c)
+	return c, tr.CloseIdleConnections
+}
+
+// storageURL mints a token for f and resolves it to the signed storage
+// URL, the two requests a mount makes before its first storage read. c
+// must not follow redirects.
+func (fx *fixture) storageURL(c *http.Client, f *ipaFile) (string, error) {
+	token, err := fx.mint(c, f)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
-	storageURL, err := resolve(c, fx.downloadURL(token))
+	return resolve(c, fx.downloadURL(token))
+}
+
+// directHead is the baseline of the time to first byte: mint a token,
+// resolve it to the storage URL, and fetch the first bytes of the main
+// .ipa with one Range request, all on new connections as a fresh mount
+// has.
+func (fx *fixture) directHead() (time.Duration, error) {
+	c, done := freshClient()
+	defer done()
+	start := time.Now()
+	storageURL, err := fx.storageURL(c, fx.main)
 	if err != nil {
 		return 0, err
 	}
@@ -169,7 +237,7 @@ func (fx *fixture) directHead() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if !bytes.Equal(head, fx.data[:headBytes]) {
+	if !bytes.Equal(head, fx.main.data[:headBytes]) {
 		return 0, fmt.Errorf("storage Range request: wrong bytes")
 	}
 	return elapsed, nil
@@ -204,9 +272,10 @@ func getRange(c *http.Client, u string, n int) ([]byte, error) {
 	return body, nil
 }
 
-// writeLocalCopy writes the .ipa to path, the baseline of cached reads.
+// writeLocalCopy writes the main .ipa to path, the baseline of cached
+// reads.
 func (fx *fixture) writeLocalCopy(path string) error {
-	if err := os.WriteFile(path, fx.data, 0o644); err != nil {
+	if err := os.WriteFile(path, fx.main.data, 0o644); err != nil {
 		return fmt.Errorf("write local copy: %w", err)
 	}
 	return nil

@@ -4,15 +4,20 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/appliveryfs/appliveryfs/integration/runner"
 )
 
 const mib = 1 << 20
@@ -69,6 +74,95 @@ func curlGet(url string, want int64) (elapsed, cpu time.Duration, err error) {
 		return 0, 0, fmt.Errorf("curl %s: downloaded %q bytes, want %d", url, out.String(), want)
 	}
 	return elapsed, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// aria2Name is the file aria2Get writes in its directory.
+const aria2Name = "aria2.ipa"
+
+// aria2Args are aria2c's options for the baseline: 16 connections to the
+// one server, and pieces small enough (-k, default 20M) that a 64 MiB
+// file is really split 16 ways. No retries, so that a failure shows.
+var aria2Args = []string{"-x16", "-s16", "-k1M", "--max-tries=1", "--no-conf=true",
+	"--allow-overwrite=true", "--auto-file-renaming=false", "--file-allocation=none",
+	"--console-log-level=warn", "--summary-interval=0", "--show-console-readout=false",
+	"--download-result=hide", "--no-proxy=127.0.0.1,localhost"}
+
+// aria2Command is aria2Args as the report names them.
+const aria2Command = "aria2c -x16 -s16 -k1M --file-allocation=none"
+
+// aria2Get downloads url with aria2c into dir/aria2Name and returns the
+// CPU time aria2c used. It fails unless exactly want bytes arrived.
+func aria2Get(aria2c, url, dir string, want int64) (cpu time.Duration, err error) {
+	cmd := exec.Command(aria2c, append(slices.Clone(aria2Args), "-d", dir, "-o", aria2Name, url)...)
+	cmd.Dir = os.TempDir()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("aria2c %s: %w: %s", url, err, bytes.TrimSpace(out.Bytes()))
+	}
+	st, err := os.Stat(filepath.Join(dir, aria2Name))
+	if err != nil {
+		return 0, fmt.Errorf("aria2c %s: %w", url, err)
+	}
+	if st.Size() != want {
+		return 0, fmt.Errorf("aria2c %s: downloaded %d bytes, want %d", url, st.Size(), want)
+	}
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// sameContent fails unless the file at path holds exactly want.
+func sameContent(path string, want []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for off := 0; ; {
+		n, err := io.ReadFull(f, buf)
+		if n > len(want)-off || !bytes.Equal(buf[:n], want[off:off+n]) {
+			return fmt.Errorf("%s differs from the emulator's bytes in the MiB at offset %d", path, off)
+		}
+		off += n
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			if off != len(want) {
+				return fmt.Errorf("%s has %d bytes, want %d", path, off, len(want))
+			}
+			return nil
+		case err != nil:
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+}
+
+// cpuTime is the CPU time a process has used so far: the run times of
+// its threads in /proc/PID/task/*/schedstat, which count nanoseconds where
+// /proc/PID/stat counts 10 ms ticks (0.16 CPU-s/GiB of a 64 MiB read). A
+// thread that exits drops out of the sum, but Go programs such as the
+// mounts keep their threads. Without schedstat it is runner.CPUTime.
+func cpuTime(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return runner.CPUTime(pid)
+	}
+	var total time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the thread has just exited
+		}
+		if err != nil {
+			return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
+		}
+		run, _, _ := strings.Cut(string(b), " ") // nanoseconds on the CPU, first of three fields
+		ns, err := strconv.ParseInt(run, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("cpu time of %d: parse %s: %w", pid, t, err)
+		}
+		total += time.Duration(ns)
+	}
+	return total, nil
 }
 
 // cpuPerGiB is CPU seconds spent per GiB of size.
@@ -170,6 +264,16 @@ func (r results) median(key string) (v float64, ok bool) {
 		return (s[n/2-1] + s[n/2]) / 2, true
 	}
 	return s[len(s)/2], true
+}
+
+// worstOf returns the largest sample of any of the metrics.
+func (r results) worstOf(keys []string) (v float64, ok bool) {
+	for _, k := range keys {
+		if w, ok2 := r.worst(k); ok2 && (!ok || w > v) {
+			v, ok = w, true
+		}
+	}
+	return v, ok
 }
 
 // worst returns the largest sample of a metric.

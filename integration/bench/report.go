@@ -13,18 +13,25 @@ import (
 // row is one line of the report's table.
 type row struct{ figure, ours, baseline, ratio, target, met string }
 
+// aria2TargetMax is the largest size whose cold copies must keep up with
+// aria2c; above it the comparison is informational.
+const aria2TargetMax = 256 << 20
+
 // report prints the header, the tables and their notes.
 func (b *bench) report(w io.Writer, failures []error) {
 	fmt.Fprintf(w, "\nappliveryfs benchmark, %s\n", time.Now().Format(time.RFC1123))
 	for _, line := range b.machine {
 		fmt.Fprintln(w, "  "+line)
 	}
-	fmt.Fprintf(w, "  file:   %s .ipa (%d bytes, %d entries) from the in-process emulator on 127.0.0.1\n",
-		humanBytes(b.fx.size()), b.fx.size(), b.cfg.entries)
+	b.reportFiles(w)
 	fmt.Fprintf(w, "  mount:  %s mount --cache-size %d (%s), other flags at their defaults; a fresh --cache-dir per mount\n",
 		b.bin, cacheSize, humanBytes(cacheSize))
 	fmt.Fprintf(w, "  runs:   %d per figure; medians, but peak RSS and exact counts show the worst run\n", b.cfg.runs)
-	fmt.Fprintln(w, "  speed:  file size / wall time of `dd bs=1M of=/dev/null` (mounts, local copy), or of token mint + `curl -sS -L -o /dev/null`")
+	fmt.Fprintln(w, "  speed:  file size / wall time of `dd bs=1M of=/dev/null` (mounts, local copy), or of token mint + `curl -sS -L -o /dev/null`,")
+	fmt.Fprintf(w, "          or of token mint + resolving the 302 + `%s` into a scratch dir (its first download of each\n", aria2Command)
+	fmt.Fprintln(w, "          size compared byte for byte); the baselines download from the same emulator as the mounts")
+	fmt.Fprintln(w, "  CPU:    CPU-s/GiB = CPU time / GiB read: of the mount process over the timed read (its threads' run times in")
+	fmt.Fprintln(w, "          /proc/PID/task/*/schedstat), of curl and aria2c over their whole run (utime + stime); rclone mount's as ours")
 	fmt.Fprintf(w, "  caps:   2 and 5b: storage capped at %s/s per connection; 2, 5 and 5b: %v before every answer of every host\n",
 		humanBytes(cappedBandwidth), cappedLatency)
 	fmt.Fprintln(w, "          (rclone's file server gets the same caps); all other figures run without caps")
@@ -46,11 +53,34 @@ func (b *bench) report(w io.Writer, failures []error) {
 	fmt.Fprintf(w, "daemon logs: %s\n", b.logs)
 }
 
+// reportFiles says which .ipa each part of the report reads.
+func (b *bench) reportFiles(w io.Writer) {
+	main := b.fx.main.size()
+	fmt.Fprintf(w, "  files:  generated .ipa files of %d entries each, served by the in-process emulator on 127.0.0.1;\n", b.cfg.entries)
+	if b.cfg.figures {
+		fmt.Fprintf(w, "          1 and 2 (cold copies): %s, one build each;\n",
+			strings.Join(mapSlice(b.coldFiles(), (*ipaFile).name), ", "))
+		fmt.Fprintf(w, "          3 to 6: the --size file of %s (%d bytes)", b.fx.main.name(), main)
+		if b.cfg.levers {
+			fmt.Fprint(w, ", as the levers but where their figure says")
+		}
+		fmt.Fprintln(w)
+		return
+	}
+	fmt.Fprintf(w, "          the levers: the --size file of %s (%d bytes) but where their figure says\n", b.fx.main.name(), main)
+}
+
 // reportFigures prints the figures' table and its notes.
 func (b *bench) reportFigures(w io.Writer) {
 	fmt.Fprintln(w)
 	writeTable(w, b.rows())
 	fmt.Fprintln(w)
+	if b.aria2Note != "" {
+		fmt.Fprintln(w, "note: "+b.aria2Note)
+	} else {
+		fmt.Fprintf(w, "note: the cold copies must keep up with aria2c up to %s; above, the aria2c rows are information\n",
+			humanBytes(aria2TargetMax))
+	}
 	for _, n := range b.rcloneNotes {
 		fmt.Fprintln(w, "note: "+n)
 	}
@@ -61,22 +91,21 @@ func (b *bench) reportFigures(w io.Writer) {
 	}
 }
 
+// tput names a throughput metric and the CPU-s/GiB measured with it (""
+// for none).
+type tput struct{ speed, cpu string }
+
 // rows builds the table from the results.
 func (b *bench) rows() []row {
 	var rows []row
 	add := func(r ...row) { rows = append(rows, r...) }
-	atLeast := func(x float64) func(float64) bool { return func(r float64) bool { return r >= x } }
-	ahead := func(r float64) bool { return r > 1 }
+	warm, remount := tput{keyWarmOurs, keyWarmCPU}, tput{keyRemountOurs, keyRemountCPU}
 
-	add(b.speedRow("1 cold cp, no caps", keyColdOurs, "mint + curl -L", keyColdCurl, ">= 0.9x curl", atLeast(0.9)))
-	add(b.cpuRow("1   CPU-s/GiB of the process", "cold.cpu", "curl", keyColdCurlCPU, 3))
-	add(b.rcloneRows("1   vs", "cold", "", nil)...)
-	add(b.speedRow("2 cold cp, 32 MiB/s/conn + 20 ms", keyCappedOurs, "mint + curl -L", keyCappedCurl, ">= 6x curl", atLeast(6)))
-	add(b.cpuRow("2   CPU-s/GiB of the process", "capped.cpu", "curl", keyCappedCurlCPU, 3))
-	add(b.rcloneRows("2   vs", "capped", "> 1x (ahead)", ahead)...)
-	add(b.speedRow("3a warm re-read, same mount", keyWarmOurs, "local copy, warm page cache", keyWarmLocal, ">= 0.8x local", atLeast(0.8)))
-	add(b.rcloneRows("3a  vs", "warm", "", nil)...)
-	add(b.speedRow("3b remount, same --cache-dir", keyRemountOurs, "local copy after drop_caches", keyRemountLocal, ">= 0.8x local", atLeast(0.8)))
+	add(b.coldRows(figCold, ">= 0.9x curl", 0.9, 3)...)
+	add(b.coldRows(figCapped, ">= 6x curl", 6, 3)...)
+	add(b.speedRow("3a warm re-read, same mount", warm, "local copy, warm page cache", tput{keyWarmLocal, ""}, ">= 0.8x local", atLeast(0.8)))
+	add(b.rcloneRows("3a  vs", "warm", warm, "", nil)...)
+	add(b.speedRow("3b remount, same --cache-dir", remount, "local copy after drop_caches", tput{keyRemountLocal, ""}, ">= 0.8x local", atLeast(0.8)))
 	add(b.cpuRow("3b   CPU-s/GiB of the process", keyRemountCPU, "", "", 1.5))
 	add(b.countRow("3b   storage bytes during it", keyRemountBytes, "0"))
 	add(b.countRow("3b   tokens minted during it", keyRemountTokens, "0"))
@@ -84,24 +113,61 @@ func (b *bench) rows() []row {
 	add(b.unzipRows()...)
 	add(b.firstByteRow("5 first byte: open + 4 KiB, 20 ms", keyTTFBOurs, keyTTFBBase, true))
 	add(b.firstByteRow("5b same, also 32 MiB/s/conn (info)", keyTTFBCappedOurs, keyTTFBCappedBase, false))
-	add(b.rssRow("6 peak RSS (VmHWM) during 1", coldKeys.rss))
-	add(b.rssRow("6 peak RSS (VmHWM) during 2", cappedKeys.rss))
-	add(b.tokensRow("6 tokens minted per cp in 1", coldKeys.tokens))
-	add(b.tokensRow("6 tokens minted per cp in 2", cappedKeys.tokens))
+	add(b.rssRow("6 peak RSS (VmHWM) during 1", b.coldKeys(figCold, "rss")))
+	add(b.rssRow("6 peak RSS (VmHWM) during 2", b.coldKeys(figCapped, "rss")))
+	add(b.tokensRow("6 tokens minted per cp in 1", b.coldKeys(figCold, "tokens")))
+	add(b.tokensRow("6 tokens minted per cp in 2", b.coldKeys(figCapped, "tokens")))
 	return rows
 }
 
-// speedRow compares two median throughputs; ok judges ours/baseline, nil
-// for a row without a target.
-func (b *bench) speedRow(figure, oursKey, baseLabel, baseKey, target string, ok func(float64) bool) row {
-	r := row{figure: figure, ours: b.speed(oursKey), baseline: baseLabel + ": " + b.speed(baseKey),
+func atLeast(x float64) func(float64) bool { return func(r float64) bool { return r >= x } }
+
+// coldRows are figure 1's or 2's rows at each size: the cold copy against
+// curl and aria2c, and its CPU per GiB; rclone's beside the --size file's.
+func (b *bench) coldRows(fig coldFigure, curlTarget string, curlMin, cpuCeiling float64) []row {
+	var rows []row
+	for _, f := range b.coldFiles() {
+		ours := tput{b.key(fig, "appliveryfs", f), b.key(fig, "cpu", f)}
+		curl := tput{b.key(fig, "curl", f), b.key(fig, "curl.cpu", f)}
+		title := fmt.Sprintf("%s cold cp %s, %s", fig.num, f.name(), fig.caps)
+		rows = append(rows, b.speedRow(title, ours, "mint + curl -L", curl, curlTarget, atLeast(curlMin)))
+		if b.aria2c != "" {
+			target, ok := ">= 1x aria2c", atLeast(1)
+			if f.nominal > aria2TargetMax {
+				target, ok = "(info)", nil
+			}
+			rows = append(rows, b.speedRow(fig.num+"   vs aria2c -x16 -s16", ours, "mint + 302 + aria2c",
+				tput{b.key(fig, "aria2c", f), b.key(fig, "aria2c.cpu", f)}, target, ok))
+		}
+		rows = append(rows, b.cpuRow(fig.num+"   CPU-s/GiB of the process", ours.cpu, "curl", curl.cpu, cpuCeiling))
+		if f == b.fx.main {
+			var target string
+			var ok func(float64) bool
+			if fig == figCapped {
+				target, ok = "> 1x (ahead)", func(r float64) bool { return r > 1 }
+			}
+			rows = append(rows, b.rcloneRows(fig.num+"   vs", fig.key, ours, target, ok)...)
+		}
+	}
+	return rows
+}
+
+// coldKeys names a metric of fig's cold copies at every size.
+func (b *bench) coldKeys(fig coldFigure, what string) []string {
+	return mapSlice(b.coldFiles(), func(f *ipaFile) string { return b.key(fig, what, f) })
+}
+
+// speedRow compares two median throughputs, each with its CPU per GiB
+// beside it; ok judges ours/baseline, nil for a row without a target.
+func (b *bench) speedRow(figure string, ours tput, baseLabel string, base tput, target string, ok func(float64) bool) row {
+	r := row{figure: figure, ours: b.speedCPU(ours.speed, ours.cpu), baseline: baseLabel + ": " + b.speedCPU(base.speed, base.cpu),
 		ratio: "n/a", target: orDash(target), met: "-"}
-	ours, ok1 := b.res.median(oursKey)
-	base, ok2 := b.res.median(baseKey)
-	if ok1 && ok2 && base > 0 {
-		r.ratio = fmt.Sprintf("%.2fx", ours/base)
+	o, ok1 := b.res.median(ours.speed)
+	bv, ok2 := b.res.median(base.speed)
+	if ok1 && ok2 && bv > 0 {
+		r.ratio = fmt.Sprintf("%.2fx", o/bv)
 		if ok != nil {
-			r.met = yesNo(ok(ours / base))
+			r.met = yesNo(ok(o / bv))
 		}
 	} else if ok != nil {
 		r.met = "n/a"
@@ -110,15 +176,14 @@ func (b *bench) speedRow(figure, oursKey, baseLabel, baseKey, target string, ok 
 }
 
 // rcloneRows compare a figure of ours with each rclone mode's.
-func (b *bench) rcloneRows(prefix, what, target string, ok func(float64) bool) []row {
+func (b *bench) rcloneRows(prefix, what string, ours tput, target string, ok func(float64) bool) []row {
 	if b.rclone == "" {
 		return nil
 	}
-	ours := map[string]string{"cold": keyColdOurs, "capped": keyCappedOurs, "warm": keyWarmOurs}[what]
 	var rows []row
 	for _, mode := range b.cfg.rcloneModes {
 		rows = append(rows, b.speedRow(prefix+" rclone vfs-cache-mode "+mode, ours,
-			"rclone mount, --vfs-cache-mode "+mode, rcloneKey(mode, what), target, ok))
+			"rclone mount, --vfs-cache-mode "+mode, tput{rcloneKey(mode, what), rcloneKey(mode, what+".cpu")}, target, ok))
 	}
 	return rows
 }
@@ -130,8 +195,8 @@ func (b *bench) rcloneRemountRows() []row {
 	}
 	var rows []row
 	for _, mode := range b.cfg.rcloneModes {
-		r := b.speedRow("3b  vs rclone vfs-cache-mode "+mode, keyRemountOurs,
-			"rclone mount, --vfs-cache-mode "+mode, rcloneKey(mode, "remount"), "", nil)
+		r := b.speedRow("3b  vs rclone vfs-cache-mode "+mode, tput{keyRemountOurs, keyRemountCPU},
+			"rclone mount, --vfs-cache-mode "+mode, tput{rcloneKey(mode, "remount"), rcloneKey(mode, "remount.cpu")}, "", nil)
 		if v, ok := b.res.worst(rcloneKey(mode, "remount-bytes")); ok {
 			r.baseline += ", refetched " + humanBytes(int64(v))
 		}
@@ -140,7 +205,6 @@ func (b *bench) rcloneRemountRows() []row {
 	return rows
 }
 
-// countRow shows the worst run of a count whose target is zero.
 // cpuRow shows the mount process's CPU seconds per GiB read (utime +
 // stime) beside a baseline's, against the issue's ceiling.
 func (b *bench) cpuRow(figure, oursKey, baseLabel, baseKey string, ceiling float64) row {
@@ -158,6 +222,7 @@ func (b *bench) cpuRow(figure, oursKey, baseLabel, baseKey string, ceiling float
 	return r
 }
 
+// countRow shows the worst run of a count whose target is zero.
 func (b *bench) countRow(figure, key, target string) row {
 	r := row{figure: figure, ours: "n/a", baseline: "-", ratio: "-", target: target, met: "n/a"}
 	if v, ok := b.res.worst(key); ok {
@@ -176,10 +241,10 @@ func (b *bench) unzipRows() []row {
 	if ok1 && ok2 && base > 0 {
 		timeRow.ratio = fmt.Sprintf("%.2fx", ours/base)
 	}
-	bytesRow := row{figure: "4   storage bytes fetched", ours: "n/a", baseline: "file: " + humanBytes(b.fx.size()),
+	bytesRow := row{figure: "4   storage bytes fetched", ours: "n/a", baseline: "file: " + b.fx.main.name(),
 		ratio: "n/a", target: "<= 1% of the file", met: "n/a"}
 	if v, ok := b.res.median(keyUnzipBytes); ok {
-		pct := 100 * v / float64(b.fx.size())
+		pct := 100 * v / float64(b.fx.main.size())
 		bytesRow.ours = humanBytes(int64(v))
 		bytesRow.ratio = fmt.Sprintf("%.2f%%", pct)
 		bytesRow.met = yesNo(pct <= 1)
@@ -206,12 +271,13 @@ func (b *bench) firstByteRow(figure, oursKey, baseKey string, judged bool) row {
 	return r
 }
 
-// rssRow shows the worst peak RSS against --cache-size + 64 MiB.
-func (b *bench) rssRow(figure, key string) row {
+// rssRow shows the worst peak RSS of the metrics keys, those of every
+// size, against --cache-size + 64 MiB.
+func (b *bench) rssRow(figure string, keys []string) row {
 	limit := float64(cacheSize + rssHeadroom)
 	r := row{figure: figure, ours: "n/a", baseline: fmt.Sprintf("--cache-size %s + 64 MiB", humanBytes(cacheSize)),
 		ratio: "n/a", target: "<= " + humanBytes(int64(limit)), met: "n/a"}
-	if v, ok := b.res.worst(key); ok {
+	if v, ok := b.res.worstOf(keys); ok {
 		r.ours = humanBytes(int64(v))
 		r.ratio = fmt.Sprintf("%.2fx", v/limit)
 		r.met = yesNo(v <= limit)
@@ -219,10 +285,14 @@ func (b *bench) rssRow(figure, key string) row {
 	return r
 }
 
-// tokensRow shows the tokens minted by each run's cold copy.
-func (b *bench) tokensRow(figure, key string) row {
+// tokensRow shows the tokens minted by each cold copy of the metrics
+// keys, those of every size and run.
+func (b *bench) tokensRow(figure string, keys []string) row {
 	r := row{figure: figure, ours: "n/a", baseline: "-", ratio: "-", target: "exactly 1", met: "n/a"}
-	runs := b.res[key]
+	var runs []float64
+	for _, k := range keys {
+		runs = append(runs, b.res[k]...)
+	}
 	if len(runs) == 0 {
 		return r
 	}
@@ -235,17 +305,24 @@ func (b *bench) tokensRow(figure, key string) row {
 	if slices.Min(runs) == slices.Max(runs) {
 		r.ours = vals[0]
 	} else {
-		r.ours = strings.Join(vals, ", ") + " (per run)"
+		r.ours = strings.Join(vals, ", ") + " (per copy)"
 	}
 	r.met = yesNo(allOne)
 	return r
 }
 
-func (b *bench) speed(key string) string {
-	if v, ok := b.res.median(key); ok {
-		return fmt.Sprintf("%.1f MiB/s", v)
+// speedCPU is a median throughput with the median CPU per GiB beside it,
+// when cpuKey has samples.
+func (b *bench) speedCPU(speedKey, cpuKey string) string {
+	v, ok := b.res.median(speedKey)
+	if !ok {
+		return "n/a"
 	}
-	return "n/a"
+	s := fmt.Sprintf("%.1f MiB/s", v)
+	if c, ok := b.res.median(cpuKey); ok && cpuKey != "" {
+		s += fmt.Sprintf(", %.2f CPU-s/GiB", c)
+	}
+	return s
 }
 
 func (b *bench) millis(key string) string {
