@@ -75,6 +75,9 @@ var levers = []lever{
 	{flag: "zero-copy", fig: leverCold, alt: "false"},
 	{flag: "reuse-buffers", fig: leverCold, alt: "false"},
 	{flag: "kernel-cache", fig: leverWarm, alt: "false"},
+	{flag: "cache-size", fig: leverCold, alt: "64M"},
+	{flag: "cache-size", fig: leverCold, alt: "1G"},
+	{flag: "cache-size", fig: leverCapped, alt: "64M"},
 	{env: "GOMAXPROCS", fig: leverCold, alt: "1", tradeoff: "the mount then uses one core whatever the machine has"},
 	{env: "GOGC", fig: leverCold, alt: "off", tradeoff: "the heap then grows to the mount's memory limit between collections"},
 	{env: "GOGC", fig: leverCold, alt: "400"},
@@ -394,6 +397,10 @@ func (b *bench) leverJudgement(l lever, def, alt string) (ratio, verdict string)
 	}
 	tradeoff := l.tradeoff
 	limit := float64(cacheSize + rssHeadroom)
+	var budget sizeFlag
+	if l.flag == "cache-size" && budget.Set(l.alt) == nil {
+		limit = float64(int64(budget) + rssHeadroom) // the budget it was given
+	}
 	if rss, ok := b.res.worst(leverKey(copyOf(l.fig), l.config()) + ".rss"); ok && rss > limit {
 		tradeoff = strings.TrimPrefix(tradeoff+"; ", "; ") + fmt.Sprintf("peak RSS %s > %s", humanBytes(int64(rss)), humanBytes(int64(limit)))
 	}
