@@ -172,7 +172,7 @@ func newMountFlags(fl *pflag.FlagSet) *mountFlags {
 	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users read the mount")
 	fl.IntVar(&m.readAheadKB, "read-ahead-kb", 4096, "kernel readahead of the mount")
 	fl.IntVar(&m.prefetch, "prefetch-blocks", 16, "most blocks fetched ahead of a sequential reader, at most half of --cache-size; 0 turns prefetch off")
-	fl.IntVar(&m.startWindow, "start-window", 16, "blocks prefetched as soon as a file is first read at offset 0, as copies start; 0 waits for a second sequential read (tuning)")
+	fl.IntVar(&m.startWindow, "start-window", 16, "prefetch window opened, once its first bytes arrive, by a first read at offset 0 (copies start there); 0 waits for a second sequential read (tuning)")
 	fl.IntVar(&m.maxBG, "max-background", 0, "kernel readahead READs in flight; 0: as many 1 MiB READs as a quarter of --cache-size, 12 to 64 (tuning)")
 	fl.BoolVar(&m.kernelCache, "kernel-cache", true, "keep file pages cached in the kernel across opens (tuning: builds never change)")
 	fl.BoolVar(&m.directIO, "direct-io", true, "read and write the disk cache bypassing the page cache, where its file system allows (tuning)")
