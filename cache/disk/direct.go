@@ -154,29 +154,10 @@ func (c *Cache) writeBlockFile(path string, payload []byte) error {
 	if !c.direct.Load() || !aligned(payload) {
 		return writeFile(path, payload)
 	}
-	f, err := createTemp(filepath.Dir(path), oDirect)
-	if err != nil {
-		if refusedDirect(err) {
-			c.directRefused(err)
-			return writeFile(path, payload)
-		}
-		return err
+	err := replaceFile(path, oDirect, func(f *os.File) error { return writeDirect(f, payload) })
+	if refusedDirect(err) {
+		c.directRefused(err)
+		return writeFile(path, payload)
 	}
-	tmp := f.Name()
-	err = writeDirect(f, payload)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		if refusedDirect(err) {
-			c.directRefused(err)
-			return writeFile(path, payload)
-		}
-		return err
-	}
-	return nil
+	return err
 }

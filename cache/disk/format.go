@@ -92,15 +92,24 @@ func trailerOK(r io.Reader, payload []byte) bool {
 // writeFile atomically replaces path with payload and its trailer, through
 // the page cache; see writeBlockFile.
 func writeFile(path string, payload []byte) error {
-	f, err := createTemp(filepath.Dir(path), 0)
+	return replaceFile(path, 0, func(f *os.File) error {
+		if _, err := f.Write(payload); err != nil {
+			return err
+		}
+		_, err := f.Write(trailer(payload))
+		return err
+	})
+}
+
+// replaceFile atomically replaces path with what write writes into a new
+// temp file beside it, opened with the extra open flags.
+func replaceFile(path string, flags int, write func(*os.File) error) error {
+	f, err := createTemp(filepath.Dir(path), flags)
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(payload)
-	if err == nil {
-		_, err = f.Write(trailer(payload))
-	}
+	err = write(f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
